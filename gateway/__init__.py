@@ -1,0 +1,1 @@
+"""The Starlette gateway: routing, credentials, session config, health, the `voicegw` CLI."""

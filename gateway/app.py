@@ -1,0 +1,232 @@
+"""The gateway's HTTP surface (DESIGN.md "HTTP surface")."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from pipelines.contracts import MODES, Settings
+
+from .errors import ApiError, api_error_handler, http_error_handler
+from .openapi import openapi_document
+from .sessions import (
+    SESSION_ID_PATTERN,
+    LaunchRequest,
+    SessionIssuer,
+    check_session_id,
+    check_user,
+    new_session_id,
+    parse_mode,
+)
+from .tokens import LaunchClaims, LaunchTokenError, verify_launch_token
+
+log = logging.getLogger("voicegw.gateway")
+
+PAGE_DIR = Path(__file__).resolve().parents[1] / "client-config"
+MAX_BODY_BYTES = 64 * 1024
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class FallbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(pattern=SESSION_ID_PATTERN)
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class Gateway:
+    """Per-process state of the gateway and its request handlers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.issuer = SessionIssuer(settings)
+        self.production = settings.voicegw_env == "production"
+        self.fallbacks_reported = 0
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def breaker_open(self) -> bool:
+        return False
+
+    def _launch_claims(self, token: str | None) -> LaunchClaims | None:
+        if token is None:
+            if self.production:
+                raise ApiError(401, "launch_required", "a launch token is required")
+            return None
+        try:
+            return verify_launch_token(self.issuer.secret, token)
+        except LaunchTokenError as exc:
+            raise ApiError(401, "invalid_launch", str(exc)) from None
+
+    def _require_api_key(self, request: Request) -> None:
+        key = self.settings.gateway_api_key
+        if key is None:
+            raise ApiError(503, "not_configured", "GATEWAY_API_KEY is not set on this gateway")
+        given = _bearer(request) or ""
+        if not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
+            raise ApiError(401, "unauthorized", "a valid bearer API key is required")
+
+    # -- handlers --------------------------------------------------------------------------
+
+    async def session(self, request: Request) -> Response:
+        q = request.query_params
+        requested = parse_mode(q.get("mode"))
+        claims = self._launch_claims(q.get("launch") or None)
+        session_id = q.get("session_id") or None
+        if session_id is not None:
+            check_session_id(session_id)
+        if claims is not None:
+            if session_id is not None and session_id != claims.session_id:
+                raise ApiError(403, "wrong_session", "the launch token belongs to another session")
+            session_id, user = claims.session_id, claims.user
+            requested = requested or claims.mode
+        else:
+            user = check_user(q.get("user"))
+            session_id = session_id or new_session_id()
+        mode, reason = self.issuer.resolve(
+            session_id=session_id,
+            user=user,
+            requested=requested,
+            breaker_open=self.breaker_open(),
+        )
+        config = self.issuer.issue(
+            session_id=session_id,
+            user=user,
+            mode=mode,
+            reason=reason,
+            launch=q.get("launch") or None,
+        )
+        log.info(
+            "session issued",
+            extra={"session_id": session_id, "mode": mode, "reason": reason},
+        )
+        return _json(config)
+
+    async def fallback(self, request: Request) -> Response:
+        body = await _read_model(request, FallbackRequest)
+        claims = self._launch_claims(_bearer(request))
+        user = None
+        if claims is not None:
+            if claims.session_id != body.session_id:
+                raise ApiError(403, "wrong_session", "the launch token belongs to another session")
+            user = claims.user
+        self.fallbacks_reported += 1
+        log.warning(
+            "livekit fallback reported",
+            extra={"session_id": body.session_id, "fallback_reason": body.reason},
+        )
+        config = self.issuer.issue(
+            session_id=body.session_id, user=user, mode="openai", reason="fallback", launch=None
+        )
+        return _json(config)
+
+    async def launch(self, request: Request) -> Response:
+        self._require_api_key(request)
+        body = await _read_model(request, LaunchRequest)
+        result = self.issuer.launch(body, breaker_open=self.breaker_open())
+        log.info(
+            "launch issued",
+            extra={"session_id": result.session_id, "mode": result.mode, "reason": result.reason},
+        )
+        return _json(result, status=201)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        selectable = self.settings.selectable_modes()
+        modes: dict[str, dict[str, Any]] = {}
+        for mode in MODES:
+            missing = self.settings.missing_for(mode)
+            modes[mode] = {
+                "selectable": mode in selectable,
+                "ready": not missing,
+                "missing": missing,
+            }
+        ready = all(modes[m]["ready"] for m in selectable)
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "modes": modes},
+            status_code=200 if ready else 503,
+        )
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def page(self, request: Request) -> Response:
+        index = PAGE_DIR / "index.html"
+        if not index.is_file():
+            raise HTTPException(404, "the page is not built")
+        return FileResponse(index, headers={"Cache-Control": "no-store"})
+
+
+def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The gateway app. `extra_routes` lets the relay mount its WebSocket route."""
+    gw = Gateway(settings)
+    routes: list[BaseRoute] = [
+        Route("/", gw.page, methods=["GET"]),
+        Route("/healthz", gw.healthz, methods=["GET"]),
+        Route("/readyz", gw.readyz, methods=["GET"]),
+        Route("/openapi.json", gw.openapi, methods=["GET"]),
+        Route("/v1/session", gw.session, methods=["GET"]),
+        Route("/v1/session/fallback", gw.fallback, methods=["POST"]),
+        Route("/v1/launch", gw.launch, methods=["POST"]),
+        *extra_routes,
+    ]
+    if PAGE_DIR.is_dir():
+        routes.append(Mount("/static", StaticFiles(directory=PAGE_DIR), name="static"))
+    app = Starlette(
+        routes=routes,
+        exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
+    )
+    app.state.gateway = gw
+    return app
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+async def _read_model(request: Request, model: type[_M]) -> _M:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise ApiError(415, "unsupported_media_type", "the body must be application/json")
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "body_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        raise ApiError(400, "invalid_body", problems) from None
+
+
+def _json(model: BaseModel, status: int = 200) -> Response:
+    return Response(
+        model.model_dump_json(),
+        status_code=status,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )

@@ -1,0 +1,1 @@
+"""The two voice pipelines and the contracts they share."""

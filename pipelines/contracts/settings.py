@@ -1,0 +1,208 @@
+"""Configuration: every environment variable of DESIGN.md, read once and validated as a whole.
+
+It lives beside the contracts because both processes read it: the gateway (routing, tokens,
+relay) and the LiveKit worker (providers). Each builds its own explicit options from it at the
+edge; nothing below the edge reads the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .session import Mode
+
+log = logging.getLogger("voicegw.settings")
+
+Env = Literal["dev", "production"]
+
+DEV_LIVEKIT_URL = "ws://127.0.0.1:7880"
+DEV_LIVEKIT_API_KEY = "devkey"
+DEV_LIVEKIT_API_SECRET = "secret"  # what `livekit-server --dev` accepts; not a real secret
+
+# What each mode needs before routing may select it (environment variable names).
+MODE_REQUIREMENTS: dict[Mode, tuple[str, ...]] = {
+    "livekit": ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"),
+    "openai": ("OPENAI_API_KEY",),
+}
+
+_SCHEMES = {
+    "gateway_public_url": ("http", "https"),
+    "livekit_url": ("ws", "wss", "http", "https"),
+    "deepgram_base_url": ("ws", "wss", "http", "https"),
+    "groq_base_url": ("http", "https"),
+    "chatterbox_base_url": ("http", "https"),
+    "openai_realtime_url": ("ws", "wss"),
+    "n8n_webhook_base_url": ("http", "https"),
+    "recall_api_base": ("http", "https"),
+}
+
+
+class ConfigError(Exception):
+    """The environment is not a usable configuration. The message names variables, never values."""
+
+
+class Settings(BaseSettings):
+    """All configuration. Field names are the environment variable names, lower-cased."""
+
+    model_config = SettingsConfigDict(
+        env_ignore_empty=True, extra="ignore", frozen=True, validate_default=True
+    )
+
+    voicegw_env: Env = "dev"
+
+    # Routing (DESIGN.md "Mode resolution").
+    voice_default_mode: Mode = "openai"
+    voice_force_mode: Mode | None = None
+    voice_allow_mode_override: bool = True
+    voice_livekit_rollout_percent: int = Field(0, ge=0, le=100)
+    voice_livekit_allowlist: str = ""
+
+    # Gateway.
+    gateway_secret: SecretStr | None = Field(None, min_length=32)
+    gateway_api_key: SecretStr | None = None
+    gateway_public_url: str = "http://127.0.0.1:8080"
+    livekit_token_ttl_seconds: int = Field(900, ge=60, le=86_400)
+    relay_ticket_ttl_seconds: int = Field(60, ge=5, le=60)
+    launch_token_ttl_seconds: int = Field(86_400, ge=60, le=7 * 86_400)
+
+    # LiveKit.
+    livekit_url: str | None = None
+    livekit_api_key: SecretStr | None = None
+    livekit_api_secret: SecretStr | None = None
+    livekit_agent_name: str = Field("voice-agent", min_length=1)
+
+    # Providers of the livekit pipeline.
+    deepgram_api_key: SecretStr | None = None
+    deepgram_base_url: str = "https://api.deepgram.com/v1/listen"
+    groq_api_key: SecretStr | None = None
+    groq_base_url: str = "https://api.groq.com/openai/v1"
+    groq_model: str = Field("llama-3.1-8b-instant", min_length=1)
+    chatterbox_api_key: SecretStr | None = None
+    chatterbox_base_url: str = "https://api.chatterboxtts.com/v1"
+    chatterbox_voice: str = Field("professional", min_length=1)
+    chatterbox_model: str = Field("turbo", min_length=1)
+
+    # Legacy mode upstream.
+    openai_api_key: SecretStr | None = None
+    openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
+    openai_realtime_model: str = Field("gpt-realtime", min_length=1)
+    openai_realtime_voice: str = Field("marin", min_length=1)
+
+    # Tools and launcher.
+    n8n_webhook_base_url: str | None = None
+    n8n_timeout_seconds: float = Field(8.0, gt=0, le=60)
+    recall_api_key: SecretStr | None = None
+    recall_api_base: str = "https://us-west-2.recall.ai"
+
+    @field_validator(*_SCHEMES)
+    @classmethod
+    def _url_scheme(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        name = info.field_name or ""
+        parts = urlsplit(value)
+        if parts.scheme not in _SCHEMES[name] or not parts.netloc:
+            raise ValueError(f"must be a {'/'.join(_SCHEMES[name])} URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.voicegw_env != "production":
+            return self
+        missing = [n for n in ("GATEWAY_SECRET", "GATEWAY_API_KEY") if self.value_of(n) is None]
+        if "gateway_public_url" not in self.model_fields_set:
+            missing.append("GATEWAY_PUBLIC_URL")
+        for mode in sorted(self.selectable_modes()):
+            missing += [n for n in MODE_REQUIREMENTS[mode] if self.value_of(n) is None]
+        if missing:
+            names = ", ".join(dict.fromkeys(missing))
+            raise ValueError(f"production requires {names}")
+        return self
+
+    # -- derived views -------------------------------------------------------------------
+
+    @property
+    def allowlist(self) -> frozenset[str]:
+        """Allowlisted user ids or e-mail addresses, lower-cased."""
+        items = (item.strip().lower() for item in self.voice_livekit_allowlist.split(","))
+        return frozenset(item for item in items if item)
+
+    def value_of(self, env_name: str) -> object | None:
+        """The configured value of an environment variable name (None when unset)."""
+        value: object | None = getattr(self, env_name.lower())
+        return value
+
+    def selectable_modes(self) -> frozenset[Mode]:
+        """Modes that routing can choose with this configuration."""
+        if self.voice_force_mode is not None:
+            return frozenset({self.voice_force_mode})
+        modes: set[Mode] = {self.voice_default_mode}
+        if self.voice_allow_mode_override:
+            modes |= {"livekit", "openai"}
+        if self.allowlist or self.voice_livekit_rollout_percent > 0:
+            modes.add("livekit")
+        if "livekit" in modes:
+            modes.add("openai")  # the fallback target of every livekit session
+        return frozenset(modes)
+
+    def missing_for(self, mode: Mode) -> list[str]:
+        """Names of the variables `mode` needs that are not set."""
+        return [name for name in MODE_REQUIREMENTS[mode] if self.value_of(name) is None]
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate the environment (or `environ`), raising ConfigError naming every bad
+    variable. In dev, missing gateway and LiveKit secrets are filled with ephemeral or
+    `livekit-server --dev` values, and a single warning says so."""
+    try:
+        if environ is None:
+            settings = Settings()
+        else:
+            settings = Settings.model_validate(
+                {k.lower(): v for k, v in environ.items() if v != ""}
+            )
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    return _with_dev_defaults(settings) if settings.voicegw_env == "dev" else settings
+
+
+def _describe(exc: ValidationError) -> str:
+    problems: list[str] = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{field.upper()}: {message}" if field else message)
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def _with_dev_defaults(settings: Settings) -> Settings:
+    filled: dict[str, object] = {}
+    if settings.gateway_secret is None:
+        filled["gateway_secret"] = SecretStr(secrets.token_urlsafe(32))
+    if settings.livekit_url is None:
+        filled["livekit_url"] = DEV_LIVEKIT_URL
+    if settings.livekit_api_key is None:
+        filled["livekit_api_key"] = SecretStr(DEV_LIVEKIT_API_KEY)
+    if settings.livekit_api_secret is None:
+        filled["livekit_api_secret"] = SecretStr(DEV_LIVEKIT_API_SECRET)
+    if not filled:
+        return settings
+    log.warning(
+        "DEV MODE: using generated or livekit-server --dev defaults for unset variables; "
+        "sessions will not survive a restart and this is not fit for production",
+        extra={"defaulted": sorted(name.upper() for name in filled)},
+    )
+    return settings.model_copy(update=filled)

@@ -1,0 +1,1 @@
+"""The OpenAI Realtime relay (legacy mode): auth, upstream connection, pumps, backpressure."""
