@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     recall_api_key: SecretStr | None = None
     recall_api_base: str = "https://us-west-2.recall.ai"
 
+    # -- relay (legacy mode) -------------------------------------------------------------
+
+    # -- livekit pipeline ----------------------------------------------------------------
+
+    # -- operations: launcher, breaker, observability -------------------------------------
+
     @field_validator(*_SCHEMES)
     @classmethod
     def _url_scheme(cls, value: str | None, info: ValidationInfo) -> str | None:
