@@ -18,6 +18,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from .messages import ToolStatus
+from .metrics import TOOL_CALLS, TOOL_LATENCY
 from .tools import TOOLS_BY_NAME, ToolArgumentError, ToolSpec
 
 log = logging.getLogger("voicegw.tools")
@@ -69,13 +70,18 @@ class N8nExecutor:
     ) -> ToolResult:
         started = time.perf_counter()
         status, output = await self._run(session_id, call_id, name, arguments)
+        elapsed_s = time.perf_counter() - started
         result = ToolResult(
             call_id=call_id,
             name=name,
             status=status,
             output=output,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            duration_ms=round(elapsed_s * 1000, 1),
         )
+        # Unknown names share one label so a model inventing tools cannot grow the series.
+        metric_name = name if name in self._tools else "unknown"
+        TOOL_CALLS.labels(name=metric_name, status=status).inc()
+        TOOL_LATENCY.labels(name=metric_name).observe(elapsed_s)
         log.info(
             "tool call finished",
             extra={

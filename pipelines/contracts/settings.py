@@ -112,6 +112,16 @@ class Settings(BaseSettings):
     # -- livekit pipeline ----------------------------------------------------------------
 
     # -- operations: launcher, breaker, observability -------------------------------------
+    recall_bot_name: str = Field("Meeting Assistant", min_length=1, max_length=100)
+    # Recall.ai's Teams bot variant; web_4_core gives the output_media page CPU for audio work.
+    recall_variant: Literal["web", "web_4_core", "web_gpu"] = "web_4_core"
+    recall_timeout_seconds: float = Field(15.0, gt=0, le=120)
+    breaker_failure_threshold: int = Field(3, ge=1, le=1000)
+    breaker_window_seconds: float = Field(60.0, gt=0, le=3600)
+    breaker_cooldown_seconds: float = Field(60.0, gt=0, le=86_400)
+    breaker_probe_window_seconds: float = Field(60.0, gt=0, le=3600)
+    livekit_probe_interval_seconds: float = Field(0.0, ge=0, le=3600)  # 0: no active probe
+    metrics_port: int = Field(9100, ge=1, le=65_535)  # the LiveKit worker's /metrics
 
     @field_validator(*_SCHEMES)
     @classmethod
