@@ -1,0 +1,133 @@
+"""`voicegw serve` as a process: bad configuration exits 2, a good one serves, schemathesis
+finds no server error in the OpenAPI surface."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+VOICEGW = [sys.executable, "-m", "gateway"]
+ENV = {
+    "GATEWAY_SECRET": "cli-test-secret-" * 3,
+    "GATEWAY_API_KEY": "cli-test-api-key",
+    "OPENAI_API_KEY": "sk-cli-test",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VOICE", "GATEWAY_", "LIVEKIT_", "OPENAI_", "N8N_"))
+    }
+    return {**base, **extra}
+
+
+@contextlib.contextmanager
+def running_gateway(env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*VOICEGW, "serve", "--port", str(port)],
+        env=clean_env(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                httpx.get(f"{url}/healthz", timeout=1).raise_for_status()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "gateway did not come up in 30 s"
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def test_bad_configuration_exits_2_naming_every_variable() -> None:
+    result = subprocess.run(
+        [*VOICEGW, "serve"],
+        env=clean_env(
+            {
+                "VOICE_DEFAULT_MODE": "foo",
+                "VOICE_LIVEKIT_ROLLOUT_PERCENT": "150",
+                "GATEWAY_SECRET": "short-but-secret",
+            }
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "VOICE_DEFAULT_MODE" in result.stderr
+    assert "VOICE_LIVEKIT_ROLLOUT_PERCENT" in result.stderr
+    assert "GATEWAY_SECRET" in result.stderr
+    assert "short-but-secret" not in result.stderr + result.stdout
+
+
+def test_production_without_secrets_refuses_to_start() -> None:
+    result = subprocess.run(
+        [*VOICEGW, "serve"],
+        env=clean_env({"VOICEGW_ENV": "production"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "GATEWAY_API_KEY" in result.stderr
+
+
+def test_serve_with_no_environment_answers_healthz() -> None:
+    with running_gateway({}) as url:
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+
+
+def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
+    schemathesis = Path(sys.executable).parent / "schemathesis"
+    if not schemathesis.exists():
+        pytest.fail("schemathesis is a dev dependency; run `make test` to install it")
+    with running_gateway(ENV) as url:
+        result = subprocess.run(
+            [
+                str(schemathesis),
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,"
+                "response_schema_conformance",
+                "--max-examples",
+                "40",
+                "--seed",
+                "1",
+                "--no-color",
+                "-H",
+                f"Authorization: Bearer {ENV['GATEWAY_API_KEY']}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 0, result.stdout[-4000:]
