@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -17,9 +22,14 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pipelines.contracts import MODES, Settings
+from pipelines.contracts import MODES, Mode, Reason, Settings
+from pipelines.contracts.metrics import FALLBACKS_REPORTED, SESSIONS_ISSUED
 
+from .admin import admin_view
+from .breaker import Breaker
+from .dispatch import LiveKitProber, LiveKitServerApi
 from .errors import ApiError, api_error_handler, http_error_handler
+from .launcher import Launcher, RecallClient
 from .openapi import openapi_document
 from .sessions import (
     SESSION_ID_PATTERN,
@@ -50,16 +60,83 @@ class FallbackRequest(BaseModel):
 class Gateway:
     """Per-process state of the gateway and its request handlers."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        breaker: Breaker | None = None,
+        recall: RecallClient | None = None,
+    ) -> None:
+        """`breaker` and `recall` default to ones built from `settings`; tests pass a breaker
+        with a fake clock."""
         self.settings = settings
         self.issuer = SessionIssuer(settings)
         self.production = settings.voicegw_env == "production"
         self.fallbacks_reported = 0
+        self.started_at = datetime.now(UTC)
+        self.issued: Counter[tuple[Mode, Reason]] = Counter()
+        self.breaker = breaker or Breaker(
+            threshold=settings.breaker_failure_threshold,
+            window_s=settings.breaker_window_seconds,
+            cooldown_s=settings.breaker_cooldown_seconds,
+            probe_window_s=settings.breaker_probe_window_seconds,
+        )
+        if recall is None and settings.recall_api_key is not None:
+            recall = RecallClient(
+                api_base=settings.recall_api_base,
+                api_key=settings.recall_api_key.get_secret_value(),
+                timeout_s=settings.recall_timeout_seconds,
+            )
+        self.launcher = Launcher(
+            issuer=self.issuer,
+            recall=recall,
+            bot_name=settings.recall_bot_name,
+            variant=settings.recall_variant,
+            breaker_blocks=self.breaker_open,
+        )
+        self.livekit_api: LiveKitServerApi | None = None
+        if settings.livekit_url and settings.livekit_api_key and settings.livekit_api_secret:
+            self.livekit_api = LiveKitServerApi(
+                url=settings.livekit_url,
+                api_key=settings.livekit_api_key.get_secret_value(),
+                api_secret=settings.livekit_api_secret.get_secret_value(),
+                agent_name=settings.livekit_agent_name,
+            )
+        self.dispatch_check = (
+            settings.livekit_dispatch_check
+            if settings.livekit_dispatch_check is not None
+            else self.production
+        )
+        self.prober: LiveKitProber | None = None
+        if self.livekit_api is not None and settings.livekit_probe_interval_seconds > 0:
+            self.prober = LiveKitProber(
+                self.livekit_api,
+                self.breaker,
+                interval_s=settings.livekit_probe_interval_seconds,
+            )
 
     # -- helpers ---------------------------------------------------------------------------
 
     def breaker_open(self) -> bool:
-        return False
+        """Whether the rollback breaker sends new sessions to openai now (no probe claimed)."""
+        return self.breaker.blocks()
+
+    def _route(
+        self, session_id: str, user: str | None, requested: Mode | None
+    ) -> tuple[Mode, Reason]:
+        """Routing with the breaker: a half-open breaker lets the first session routing
+        sends to livekit through as its probe and keeps the rest on openai."""
+        mode, reason = self.issuer.resolve(
+            session_id=session_id,
+            user=user,
+            requested=requested,
+            breaker_open=self.breaker.blocks(session_id),
+        )
+        if mode == "livekit" and not self.breaker.admit_probe(session_id):
+            mode, reason = self.issuer.resolve(
+                session_id=session_id, user=user, requested=requested, breaker_open=True
+            )
+        return mode, reason
 
     def _launch_claims(self, token: str | None) -> LaunchClaims | None:
         if token is None:
@@ -96,12 +173,7 @@ class Gateway:
         else:
             user = check_user(q.get("user"))
             session_id = session_id or new_session_id()
-        mode, reason = self.issuer.resolve(
-            session_id=session_id,
-            user=user,
-            requested=requested,
-            breaker_open=self.breaker_open(),
-        )
+        mode, reason = self._route(session_id, user, requested)
         config = self.issuer.issue(
             session_id=session_id,
             user=user,
@@ -109,6 +181,9 @@ class Gateway:
             reason=reason,
             launch=q.get("launch") or None,
         )
+        if mode == "livekit" and self.livekit_api and self.dispatch_check:
+            await self.livekit_api.ensure_agent(session_id=session_id, user=user)
+        self._count(mode, reason)
         log.info(
             "session issued",
             extra={"session_id": session_id, "mode": mode, "reason": reason},
@@ -124,24 +199,51 @@ class Gateway:
                 raise ApiError(403, "wrong_session", "the launch token belongs to another session")
             user = claims.user
         self.fallbacks_reported += 1
+        FALLBACKS_REPORTED.inc()
         log.warning(
             "livekit fallback reported",
             extra={"session_id": body.session_id, "fallback_reason": body.reason},
         )
+        self.breaker.record_failure(body.session_id)
         config = self.issuer.issue(
             session_id=body.session_id, user=user, mode="openai", reason="fallback", launch=None
         )
+        self._count("openai", "fallback")
         return _json(config)
 
     async def launch(self, request: Request) -> Response:
         self._require_api_key(request)
         body = await _read_model(request, LaunchRequest)
-        result = self.issuer.launch(body, breaker_open=self.breaker_open())
+        result = await self.launcher.launch(body)
         log.info(
             "launch issued",
-            extra={"session_id": result.session_id, "mode": result.mode, "reason": result.reason},
+            extra={
+                "session_id": result.session_id,
+                "mode": result.mode,
+                "reason": result.reason,
+                "bot_id": result.bot_id,
+            },
         )
         return _json(result, status=201)
+
+    async def admin_routing(self, request: Request) -> Response:
+        self._require_api_key(request)
+        view = admin_view(
+            policy=self.issuer.policy,
+            breaker=self.breaker.snapshot(),
+            issued=self.issued,
+            fallbacks_reported=self.fallbacks_reported,
+            started_at=self.started_at,
+        )
+        return _json(view)
+
+    async def metrics(self, request: Request) -> Response:
+        _ = self.breaker.state  # brings the state gauge up to date with the clock
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    def _count(self, mode: Mode, reason: Reason) -> None:
+        self.issued[(mode, reason)] += 1
+        SESSIONS_ISSUED.labels(mode=mode, reason=reason).inc()
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -157,10 +259,17 @@ class Gateway:
                 "missing": missing,
             }
         ready = all(modes[m]["ready"] for m in selectable)
-        return JSONResponse(
-            {"status": "ready" if ready else "not_ready", "modes": modes},
-            status_code=200 if ready else 503,
-        )
+        breaker = self.breaker.snapshot()
+        # An open breaker does not make the gateway unready: it serves openai sessions.
+        modes["livekit"]["breaker"] = breaker.state
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "not_ready",
+            "modes": modes,
+            "breaker": breaker.as_dict(),
+        }
+        if self.prober is not None:
+            body["livekit_probe"] = {"probes": self.prober.probes, "last_ok": self.prober.last_ok}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
@@ -172,9 +281,15 @@ class Gateway:
         return FileResponse(index, headers={"Cache-Control": "no-store"})
 
 
-def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """The gateway app. `extra_routes` lets the relay mount its WebSocket route."""
-    gw = Gateway(settings)
+def create_app(
+    settings: Settings,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    breaker: Breaker | None = None,
+) -> Starlette:
+    """The gateway app. `extra_routes` lets the relay mount its WebSocket route; `breaker`
+    replaces the one built from settings (tests give it a fake clock)."""
+    gw = Gateway(settings, breaker=breaker)
     routes: list[BaseRoute] = [
         Route("/", gw.page, methods=["GET"]),
         Route("/healthz", gw.healthz, methods=["GET"]),
@@ -183,6 +298,8 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
         Route("/v1/session", gw.session, methods=["GET"]),
         Route("/v1/session/fallback", gw.fallback, methods=["POST"]),
         Route("/v1/launch", gw.launch, methods=["POST"]),
+        Route("/v1/admin/routing", gw.admin_routing, methods=["GET"]),
+        Route("/metrics", gw.metrics, methods=["GET"]),
         *extra_routes,
     ]
     if PAGE_DIR.is_dir():
@@ -190,9 +307,24 @@ def create_app(settings: Settings, *, extra_routes: Sequence[BaseRoute] = ()) ->
     app = Starlette(
         routes=routes,
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
+        lifespan=_lifespan,
     )
     app.state.gateway = gw
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Runs the optional active LiveKit probe beside the server (LIVEKIT_PROBE_INTERVAL_SECONDS)."""
+    prober: LiveKitProber | None = app.state.gateway.prober
+    task = asyncio.create_task(prober.run()) if prober is not None else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _bearer(request: Request) -> str | None:

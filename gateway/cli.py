@@ -54,6 +54,43 @@ def serve(host: str, port: int) -> None:
 
 
 @main.command()
+@click.option("--meeting-url", required=True, help="the meeting the Recall.ai bot joins")
+@click.option("--mode", type=click.Choice(["livekit", "openai"]), default=None)
+@click.option("--user", default=None, help="user id or e-mail (allowlist, rollout key)")
+def launch(meeting_url: str, mode: str | None, user: str | None) -> None:
+    """Create a session and the Recall.ai bot that loads its page; print the JSON result.
+
+    Runs the same code as POST /v1/launch, in this process (no gateway needs to be running,
+    but the page URL points at GATEWAY_PUBLIC_URL, so one must serve it there)."""
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from .app import Gateway
+    from .errors import ApiError
+    from .sessions import LaunchRequest
+
+    settings = settings_or_exit()
+    try:
+        request = LaunchRequest.model_validate(
+            {"meeting_url": meeting_url, "mode": mode, "user": user}
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        click.echo(f"voicegw: {problems}", err=True)
+        sys.exit(1)
+    try:
+        result = asyncio.run(Gateway(settings).launcher.launch(request))
+    except ApiError as exc:
+        click.echo(f"voicegw: {exc.message}", err=True)
+        sys.exit(1)
+    click.echo(result.model_dump_json())
+
+
+@main.command()
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

@@ -38,10 +38,17 @@ class LaunchRequest(BaseModel):
     session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
     user: str | None = Field(None, min_length=1, max_length=MAX_USER_LENGTH)
     mode: Mode | None = None
+    meeting_url: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2048,
+        description="when given, a Recall.ai bot joins this meeting and loads the page",
+    )
 
 
 class LaunchResponse(BaseModel):
     session_id: str
+    bot_id: str | None = Field(None, description="the Recall.ai bot, when one was created")
     page_url: str
     mode: Mode = Field(description="the mode routing would choose now (the page asks again)")
     reason: Reason

@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     breaker_cooldown_seconds: float = Field(60.0, gt=0, le=86_400)
     breaker_probe_window_seconds: float = Field(60.0, gt=0, le=3600)
     livekit_probe_interval_seconds: float = Field(0.0, ge=0, le=3600)  # 0: no active probe
+    # Re-dispatch the agent when a page re-joins a live room; unset: on in production only.
+    livekit_dispatch_check: bool | None = None
     metrics_port: int = Field(9100, ge=1, le=65_535)  # the LiveKit worker's /metrics
 
     @field_validator("gateway_secret")
