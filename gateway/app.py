@@ -238,7 +238,7 @@ class Gateway:
         return _json(view)
 
     async def metrics(self, request: Request) -> Response:
-        _ = self.breaker.state  # brings the state gauge up to date with the clock
+        self.breaker.state()  # brings the state gauge up to date with the clock
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     def _count(self, mode: Mode, reason: Reason) -> None:

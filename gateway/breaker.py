@@ -89,8 +89,8 @@ class Breaker:
 
     # -- queries ---------------------------------------------------------------------------
 
-    @property
     def state(self) -> BreakerState:
+        """The state now (time-driven transitions happen when the breaker is asked)."""
         self._advance()
         return self._state
 
