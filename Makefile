@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Debian packages the tests need: espeak-ng speaks the test utterances, sox measures audio.
-DEBIAN_PACKAGES := espeak-ng sox libportaudio2
+# Debian packages the tests need: espeak-ng speaks the test utterances, sox measures audio,
+# chromium runs the meeting page (tests/browser drive it with Playwright; never its own download).
+DEBIAN_PACKAGES := espeak-ng sox libportaudio2 chromium
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint types pytest system-deps schemas bench clean
+.PHONY: run test lint types pytest system-deps schemas bench clean vendor
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,13 @@ test: lint types pytest
 
 schemas: $(STAMP)
 	$(BIN)/voicegw schemas
+
+# The page's livekit-client is committed under client-config/vendor/ (so `make run` needs no
+# npm); this refreshes it from the version pinned in package.json / package-lock.json.
+vendor:
+	npm ci --no-audit --no-fund
+	cp node_modules/livekit-client/dist/livekit-client.esm.mjs client-config/vendor/
+	cp node_modules/livekit-client/LICENSE client-config/vendor/livekit-client.LICENSE
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
