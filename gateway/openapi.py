@@ -61,10 +61,11 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 @cache
 def openapi_document() -> dict[str, Any]:
+    from .admin import AdminRouting
     from .app import FallbackRequest  # the handler module owns this model
 
     components: dict[str, Any] = {"Error": _error_schema()}
-    for model in (SessionConfig, LaunchRequest, LaunchResponse, FallbackRequest):
+    for model in (SessionConfig, LaunchRequest, LaunchResponse, FallbackRequest, AdminRouting):
         schema = model.model_json_schema(ref_template=_REF)
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
@@ -116,12 +117,31 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/launch": {
                 "post": {
-                    "summary": "Create a session and the page URL the meeting bot loads",
+                    "summary": "Create a session, the page URL, and (given meeting_url) the "
+                    "Recall.ai bot that loads it",
                     "security": bearer,
                     "requestBody": body(LaunchRequest),
                     "responses": {
                         **_ok(LaunchResponse, 201),
-                        **_errors(400, 401, 413, 415, 503),
+                        **_errors(400, 401, 413, 415, 502, 503),
+                    },
+                }
+            },
+            "/v1/admin/routing": {
+                "get": {
+                    "summary": "Routing rules, rollback breaker and session counts of this gateway",
+                    "security": bearer,
+                    "responses": {**_ok(AdminRouting), **_errors(401, 503)},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
                     },
                 }
             },

@@ -50,9 +50,9 @@ class Gw:
     server: RunningServer
 
 
-def metric(name: str, **labels: str) -> float:
+def metric(sample: str, /, **labels: str) -> float:
     """The current value of a sample on the default registry (0 when never observed)."""
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    return REGISTRY.get_sample_value(sample, labels) or 0.0
 
 
 @pytest.fixture
