@@ -47,6 +47,7 @@ _SCHEMES = {
     "openai_realtime_url": ("ws", "wss"),
     "n8n_webhook_base_url": ("http", "https"),
     "recall_api_base": ("http", "https"),
+    "fallback_tts_base_url": ("http", "https"),
 }
 
 
@@ -110,6 +111,23 @@ class Settings(BaseSettings):
     # -- relay (legacy mode) -------------------------------------------------------------
 
     # -- livekit pipeline ----------------------------------------------------------------
+    vad_min_speech_seconds: float = Field(0.1, ge=0, le=2)
+    vad_min_silence_seconds: float = Field(0.3, gt=0, le=3)
+    vad_activation_threshold: float = Field(0.5, gt=0, lt=1)
+    vad_deactivation_threshold: float | None = Field(None, gt=0, lt=1)
+    endpointing_min_delay: float = Field(0.2, ge=0, le=5)
+    endpointing_max_delay: float = Field(3.0, gt=0, le=30)
+    preemptive_generation: bool = True
+    preemptive_tts: bool = True
+    deepgram_model: str = Field("nova-3", min_length=1)
+    deepgram_language: str = Field("en-US", min_length=1)
+    deepgram_endpointing_ms: int = Field(25, ge=0, le=10_000)
+    groq_temperature: float = Field(0.7, ge=0, le=2)
+    groq_max_tokens: int = Field(256, ge=1, le=8192)
+    tool_filler_ms: int = Field(400, ge=0, le=60_000)
+    tool_filler_text: str = Field("One moment.", min_length=1)
+    fallback_tts_base_url: str | None = None  # a second Chatterbox-compatible server
+    fallback_tts_api_key: SecretStr | None = None
 
     # -- operations: launcher, breaker, observability -------------------------------------
     recall_bot_name: str = Field("Meeting Assistant", min_length=1, max_length=100)

@@ -1,0 +1,5 @@
+from typing import Literal
+
+TTSModels = Literal["turbo", "chatterbox", "chatterbox-turbo"]
+TTSVoices = Literal["professional", "default", "narrator"]
+TTSEncoding = Literal["pcm"]

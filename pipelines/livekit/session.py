@@ -1,0 +1,224 @@
+"""One construction path for the pipeline: options from Settings, then the AgentSession.
+
+The worker, the tests, the benchmark and `voicegw talk` all build their session here, so what
+is measured is what runs in production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from livekit.agents import Agent, AgentSession, tts
+from livekit.agents.vad import VAD
+from livekit.agents.llm import Tool
+from livekit.agents.types import NOT_GIVEN
+from livekit.agents.voice.agent_session import SessionConnectOptions
+from livekit.agents.voice.turn import TurnHandlingOptions
+from livekit.plugins import deepgram, groq, silero
+
+from pipelines.contracts import SYSTEM_PROMPT, Settings
+
+from . import chatterbox
+
+
+@dataclass(frozen=True)
+class VadOptions:
+    """Silero VAD (the plan's values: min speech 0.1 s, min silence 0.3 s, threshold 0.5)."""
+
+    min_speech_s: float = 0.1
+    min_silence_s: float = 0.3
+    activation_threshold: float = 0.5
+    deactivation_threshold: float | None = None  # None: Silero's default (activation - 0.15)
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Everything the pipeline needs, explicit; built from Settings at the edge."""
+
+    deepgram_api_key: str | None = None
+    deepgram_base_url: str = "https://api.deepgram.com/v1/listen"
+    deepgram_model: str = "nova-3"
+    deepgram_language: str = "en-US"
+    deepgram_endpointing_ms: int = 25
+    groq_api_key: str | None = None
+    groq_base_url: str = "https://api.groq.com/openai/v1"
+    groq_model: str = "llama-3.1-8b-instant"
+    groq_temperature: float = 0.7
+    groq_max_tokens: int = 256
+    chatterbox_api_key: str | None = None
+    chatterbox_base_url: str = chatterbox.tts.BASE_URL
+    chatterbox_model: str = "turbo"
+    chatterbox_voice: str = "professional"
+    fallback_tts_base_url: str | None = None
+    fallback_tts_api_key: str | None = None
+    vad: VadOptions = field(default_factory=VadOptions)
+    endpointing_min_delay_s: float = 0.2
+    endpointing_max_delay_s: float = 3.0
+    preemptive_generation: bool = True
+    preemptive_tts: bool = True
+    n8n_webhook_base_url: str | None = None
+    n8n_timeout_s: float | None = None
+    tool_filler_s: float = 0.4
+    tool_filler_text: str = "One moment."
+    instructions: str = SYSTEM_PROMPT
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PipelineOptions:
+        def secret(name: str) -> str | None:
+            value = getattr(settings, name)
+            return None if value is None else str(value.get_secret_value())
+
+        return cls(
+            deepgram_api_key=secret("deepgram_api_key"),
+            deepgram_base_url=settings.deepgram_base_url,
+            deepgram_model=settings.deepgram_model,
+            deepgram_language=settings.deepgram_language,
+            deepgram_endpointing_ms=settings.deepgram_endpointing_ms,
+            groq_api_key=secret("groq_api_key"),
+            groq_base_url=settings.groq_base_url,
+            groq_model=settings.groq_model,
+            groq_temperature=settings.groq_temperature,
+            groq_max_tokens=settings.groq_max_tokens,
+            chatterbox_api_key=secret("chatterbox_api_key"),
+            chatterbox_base_url=settings.chatterbox_base_url,
+            chatterbox_model=settings.chatterbox_model,
+            chatterbox_voice=settings.chatterbox_voice,
+            fallback_tts_base_url=settings.fallback_tts_base_url,
+            fallback_tts_api_key=secret("fallback_tts_api_key"),
+            vad=VadOptions(
+                min_speech_s=settings.vad_min_speech_seconds,
+                min_silence_s=settings.vad_min_silence_seconds,
+                activation_threshold=settings.vad_activation_threshold,
+                deactivation_threshold=settings.vad_deactivation_threshold,
+            ),
+            endpointing_min_delay_s=settings.endpointing_min_delay,
+            endpointing_max_delay_s=settings.endpointing_max_delay,
+            preemptive_generation=settings.preemptive_generation,
+            preemptive_tts=settings.preemptive_tts,
+            n8n_webhook_base_url=settings.n8n_webhook_base_url,
+            n8n_timeout_s=settings.n8n_timeout_seconds,
+            tool_filler_s=settings.tool_filler_ms / 1000,
+            tool_filler_text=settings.tool_filler_text,
+        )
+
+
+def load_vad(options: VadOptions) -> VAD:
+    """Load Silero (the ONNX model is read from disk: do it once per process, in prewarm)."""
+    if options.deactivation_threshold is None:
+        return silero.VAD.load(
+            min_speech_duration=options.min_speech_s,
+            min_silence_duration=options.min_silence_s,
+            activation_threshold=options.activation_threshold,
+        )
+    return silero.VAD.load(
+        min_speech_duration=options.min_speech_s,
+        min_silence_duration=options.min_silence_s,
+        activation_threshold=options.activation_threshold,
+        deactivation_threshold=options.deactivation_threshold,
+    )
+
+
+def turn_handling(options: PipelineOptions) -> TurnHandlingOptions:
+    """VAD turn detection with short fixed endpointing and preemptive generation (see
+    DESIGN.md "Turn taking in livekit mode" for the measurements behind the defaults)."""
+    return {
+        "turn_detection": "vad",
+        "endpointing": {
+            "mode": "fixed",
+            "min_delay": options.endpointing_min_delay_s,
+            "max_delay": options.endpointing_max_delay_s,
+        },
+        "preemptive_generation": {
+            "enabled": options.preemptive_generation,
+            "preemptive_tts": options.preemptive_generation and options.preemptive_tts,
+        },
+    }
+
+
+def build_stt(options: PipelineOptions, http_session: aiohttp.ClientSession | None) -> deepgram.STT:
+    return deepgram.STT(
+        model=options.deepgram_model,
+        language=options.deepgram_language,
+        interim_results=True,
+        smart_format=True,
+        punctuate=True,
+        endpointing_ms=options.deepgram_endpointing_ms,
+        api_key=options.deepgram_api_key or NOT_GIVEN,
+        base_url=options.deepgram_base_url,
+        http_session=http_session,
+    )
+
+
+def build_llm(options: PipelineOptions) -> groq.LLM:
+    return groq.LLM(
+        model=options.groq_model,
+        api_key=options.groq_api_key or NOT_GIVEN,
+        base_url=options.groq_base_url,
+        temperature=options.groq_temperature,
+        max_completion_tokens=options.groq_max_tokens,
+    )
+
+
+def build_tts(options: PipelineOptions, http_session: aiohttp.ClientSession | None) -> tts.TTS[Any]:
+    primary = chatterbox.TTS(
+        model=options.chatterbox_model,
+        voice=options.chatterbox_voice,
+        api_key=options.chatterbox_api_key,
+        base_url=options.chatterbox_base_url,
+        http_session=http_session,
+    )
+    if options.fallback_tts_base_url is None:
+        return primary
+    secondary = chatterbox.TTS(
+        model=options.chatterbox_model,
+        voice=options.chatterbox_voice,
+        api_key=options.fallback_tts_api_key or options.chatterbox_api_key,
+        base_url=options.fallback_tts_base_url,
+        http_session=http_session,
+    )
+    return tts.FallbackAdapter([primary, secondary], max_retry_per_tts=1)
+
+
+def build_session(
+    options: PipelineOptions,
+    *,
+    vad: VAD,
+    http_session: aiohttp.ClientSession | None = None,
+    conn_options: SessionConnectOptions | None = None,
+) -> AgentSession[None]:
+    """The AgentSession of the pipeline. `http_session` is required outside a LiveKit job
+    (tests, `voicegw talk`); inside a job the plugins use the job's shared session."""
+    if conn_options is None:
+        return AgentSession(
+            vad=vad,
+            stt=build_stt(options, http_session),
+            llm=build_llm(options),
+            tts=build_tts(options, http_session),
+            turn_handling=turn_handling(options),
+            user_away_timeout=None,
+        )
+    return AgentSession(
+        vad=vad,
+        stt=build_stt(options, http_session),
+        llm=build_llm(options),
+        tts=build_tts(options, http_session),
+        turn_handling=turn_handling(options),
+        user_away_timeout=None,
+        conn_options=conn_options,
+    )
+
+
+def build_agent(options: PipelineOptions, tools: Sequence[Tool]) -> Agent:
+    return Agent(instructions=options.instructions, tools=list(tools))
+
+
+async def close_session(session: AgentSession[Any]) -> None:
+    """Close the session, then the providers it was built with (their HTTP clients and
+    prewarm tasks belong to us, not to the session). Safe to call twice."""
+    await session.aclose()
+    for component in (session.stt, session.llm, session.tts):
+        if component is not None and hasattr(component, "aclose"):
+            await component.aclose()

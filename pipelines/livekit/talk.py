@@ -1,0 +1,124 @@
+"""One conversation from a recording, with no LiveKit server: the configured pipeline (same
+factory as the worker) between a `FileAudioInput` and a `FileAudioOutput`.
+
+Used by `voicegw talk`, the tests and the benchmark. Voice-to-voice is measured from the true
+end of each utterance in the input audio to the first audible sample the agent played.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from livekit.agents.voice.agent_session import SessionConnectOptions
+from livekit.agents.vad import VAD
+
+from pipelines.contracts import N8nExecutor
+from simulators.speech import Samples, Utterance, find_utterances
+
+from .audio_io import FileAudioInput, FileAudioOutput
+from .latency import Turn, TurnTracker
+from .session import PipelineOptions, build_agent, build_session, close_session
+from .state import StateBridge, StatePublisher
+from .tools import ToolListeners, build_tools
+
+log = logging.getLogger("voicegw.livekit.talk")
+
+_POLL_S = 0.05
+
+
+@dataclass
+class TalkResult:
+    turns: list[Turn]
+    utterances: tuple[Utterance, ...]
+    output: Samples  # the agent's audio on the input's timeline
+    output_rate: int
+    origin: float  # perf_counter() of input sample 0
+    sounds: list[float]  # perf_counter() of each played segment's first audible sample
+
+
+async def talk(
+    options: PipelineOptions,
+    samples: Samples,
+    sample_rate: int,
+    *,
+    vad: VAD,
+    http_session: aiohttp.ClientSession,
+    publisher: StatePublisher,
+    session_id: str = "talk",
+    utterances: tuple[Utterance, ...] | None = None,
+    conn_options: SessionConnectOptions | None = None,
+    settle_timeout_s: float = 30.0,
+) -> TalkResult:
+    """Play `samples` to the pipeline in real time and return what happened, turn by turn.
+    Cancelling it is safe: the session and its helpers are closed."""
+    if utterances is None:
+        utterances = find_utterances(samples, sample_rate)
+    source = FileAudioInput(samples, sample_rate)
+    sink = FileAudioOutput()
+
+    def voice_to_voice(turn: Turn) -> float | None:
+        if source.started_at is None:
+            return None
+        ends = [source.started_at + u.end_s for u in utterances]
+        spoken = [end for end in ends if end <= turn.committed_at]
+        if not spoken:
+            return None
+        heard = [s for s in sink.sounds if s >= spoken[-1]]
+        return round((heard[0] - spoken[-1]) * 1000, 1) if heard else None
+
+    executor = N8nExecutor(options.n8n_webhook_base_url, timeout_s=options.n8n_timeout_s)
+    session = build_session(options, vad=vad, http_session=http_session, conn_options=conn_options)
+    bridge = StateBridge(publisher, session_id=session_id)
+    tracker = TurnTracker(
+        session_id=session_id,
+        on_turn=lambda turn: bridge.send(turn.metrics()),
+        voice_to_voice=voice_to_voice,
+    )
+    tools = build_tools(
+        executor,
+        session_id=session_id,
+        listener=ToolListeners(bridge, tracker),
+        filler_s=options.tool_filler_s,
+        filler_text=options.tool_filler_text,
+    )
+    session.input.audio = source
+    session.output.audio = sink
+    bridge.attach(session)
+    tracker.attach(session)
+    try:
+        await session.start(build_agent(options, tools))
+        await asyncio.wait_for(source.finished.wait(), len(samples) / sample_rate + 10)
+        deadline = time.perf_counter() + settle_timeout_s
+        while time.perf_counter() < deadline:
+            settled = (
+                len(tracker.turns) >= len(utterances)
+                and tracker.open_turn is None
+                and session.agent_state in ("listening", "idle")
+                and session.user_state != "speaking"
+            )
+            if settled:
+                break
+            await asyncio.sleep(_POLL_S)
+        else:
+            log.warning("conversation did not settle", extra={"session_id": session_id})
+    finally:
+        source.close()
+        await close_session(session)
+        await tracker.aclose()
+        await bridge.aclose()
+        await sink.aclose()
+        await executor.aclose()
+    origin = source.started_at or time.perf_counter()
+    duration = max(len(samples) / sample_rate, time.perf_counter() - origin)
+    return TalkResult(
+        turns=tracker.turns,
+        utterances=utterances,
+        output=sink.render(origin, duration),
+        output_rate=sink.sample_rate or 24_000,
+        origin=origin,
+        sounds=list(sink.sounds),
+    )

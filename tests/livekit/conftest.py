@@ -1,0 +1,131 @@
+"""Fixtures for the LiveKit pipeline: espeak-ng speech made once per test session, Silero
+loaded once, and the provider simulators on 127.0.0.1 driven by the real plugins."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from livekit.agents import APIConnectOptions
+from livekit.agents.vad import VAD
+from livekit.agents.voice.agent_session import SessionConnectOptions
+
+from pipelines.livekit.session import PipelineOptions, VadOptions, load_vad
+from simulators import speech
+from simulators.chatterbox import ChatterboxSimulator
+from simulators.deepgram import DeepgramSimulator
+from simulators.groq import GroqSimulator, ToolRule
+from simulators.n8n import N8nSimulator
+from simulators.server import RunningServer, serve
+
+PLAIN = "What can you do for me"
+TOOL = "Please search the knowledge base for the travel policy"
+PLAIN_TEXT = "What can you do for me?"
+TOOL_TEXT = "Please search the knowledge base for the travel policy."
+TOOL_RULE = ToolRule("knowledge base", "query_database", {"query": "travel policy"})
+
+# One retry at most, quickly: a failing provider should fail a test in well under a second.
+FAST_FAIL = SessionConnectOptions(
+    stt_conn_options=APIConnectOptions(max_retry=0, retry_interval=0.1, timeout=2),
+    llm_conn_options=APIConnectOptions(max_retry=0, retry_interval=0.1, timeout=2),
+    tts_conn_options=APIConnectOptions(max_retry=0, retry_interval=0.1, timeout=2),
+)
+
+
+@pytest.fixture(scope="session")
+def one_plain() -> speech.Conversation:
+    if not speech.have_espeak():
+        pytest.fail("espeak-ng and sox are required (make system-deps)")
+    return speech.conversation([PLAIN], gap_s=2.5, tail_s=2.5)
+
+
+@pytest.fixture(scope="session")
+def one_tool() -> speech.Conversation:
+    if not speech.have_espeak():
+        pytest.fail("espeak-ng and sox are required (make system-deps)")
+    return speech.conversation([TOOL], gap_s=3.0, tail_s=3.0)
+
+
+@pytest.fixture(scope="session")
+def vad() -> VAD:
+    return load_vad(VadOptions())
+
+
+@dataclass
+class Providers:
+    deepgram: DeepgramSimulator
+    groq: GroqSimulator
+    chatterbox: ChatterboxSimulator
+    n8n: N8nSimulator
+    options: PipelineOptions
+
+
+@pytest.fixture
+def deepgram() -> DeepgramSimulator:
+    return DeepgramSimulator(transcripts=[PLAIN_TEXT])
+
+
+@pytest.fixture
+def groq() -> GroqSimulator:
+    return GroqSimulator(rules=[TOOL_RULE])
+
+
+@pytest.fixture
+def chatterbox() -> ChatterboxSimulator:
+    return ChatterboxSimulator()
+
+
+@pytest.fixture
+def n8n_fast() -> Iterator[N8nSimulator]:
+    yield N8nSimulator(slow_seconds=1.0)
+
+
+@pytest.fixture
+async def providers(
+    deepgram: DeepgramSimulator,
+    groq: GroqSimulator,
+    chatterbox: ChatterboxSimulator,
+    n8n_fast: N8nSimulator,
+) -> AsyncIterator[Providers]:
+    async with (
+        serve(deepgram.app) as dg,
+        serve(groq.app) as gq,
+        serve(chatterbox.app) as cb,
+        serve(n8n_fast.app) as n8,
+    ):
+        yield Providers(
+            deepgram,
+            groq,
+            chatterbox,
+            n8n_fast,
+            _options(dg, gq, cb, n8, deepgram, groq, chatterbox),
+        )
+
+
+def _options(
+    dg: RunningServer,
+    gq: RunningServer,
+    cb: RunningServer,
+    n8: RunningServer,
+    deepgram: DeepgramSimulator,
+    groq: GroqSimulator,
+    chatterbox: ChatterboxSimulator,
+) -> PipelineOptions:
+    return PipelineOptions(
+        deepgram_api_key=deepgram.api_key,
+        deepgram_base_url=f"{dg.url}/v1/listen",
+        groq_api_key=groq.api_key,
+        groq_base_url=f"{gq.url}/openai/v1",
+        chatterbox_api_key=chatterbox.api_key,
+        chatterbox_base_url=f"{cb.url}/v1",
+        n8n_webhook_base_url=n8.url,
+        n8n_timeout_s=3.0,
+    )
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
