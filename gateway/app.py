@@ -19,11 +19,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from pipelines.contracts import MODES, Mode, Reason, Settings
 from pipelines.contracts.metrics import FALLBACKS_REPORTED, SESSIONS_ISSUED
+from relay import RelayConfig, RelayEndpoint
 
 from .admin import admin_view
 from .breaker import Breaker
@@ -300,6 +301,7 @@ def create_app(
         Route("/v1/launch", gw.launch, methods=["POST"]),
         Route("/v1/admin/routing", gw.admin_routing, methods=["GET"]),
         Route("/metrics", gw.metrics, methods=["GET"]),
+        WebSocketRoute("/v1/realtime", RelayEndpoint(RelayConfig.from_settings(settings))),
         *extra_routes,
     ]
     if PAGE_DIR.is_dir():

@@ -109,6 +109,16 @@ class Settings(BaseSettings):
     recall_api_base: str = "https://us-west-2.recall.ai"
 
     # -- relay (legacy mode) -------------------------------------------------------------
+    openai_turn_detection: Literal["server_vad", "semantic_vad", "none"] = "server_vad"
+    openai_vad_threshold: float = Field(0.5, ge=0, le=1)
+    openai_vad_silence_ms: int = Field(500, ge=100, le=5_000)
+    openai_vad_prefix_padding_ms: int = Field(300, ge=0, le=5_000)
+    openai_transcription_model: str = Field("gpt-4o-mini-transcribe", min_length=1)
+    relay_max_frame_bytes: int = Field(2 * 1024 * 1024, ge=1024, le=16 * 1024 * 1024)
+    relay_max_messages_per_second: int = Field(200, ge=10, le=10_000)
+    relay_max_session_seconds: float = Field(55 * 60, gt=0, le=24 * 3600)
+    relay_client_queue_messages: int = Field(512, ge=16, le=65_536)
+    relay_upstream_open_timeout_seconds: float = Field(10.0, gt=0, le=60)
 
     # -- livekit pipeline ----------------------------------------------------------------
     vad_min_speech_seconds: float = Field(0.1, ge=0, le=2)

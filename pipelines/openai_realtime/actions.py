@@ -1,0 +1,43 @@
+"""What the protocol core asks its I/O layer to do. Plain frozen values, no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.contracts import VoiceError
+
+
+@dataclass(frozen=True, slots=True)
+class ToUpstream:
+    """Send this text frame to OpenAI."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToClient:
+    """Send this text frame to the client (a state message or an error)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartTool:
+    """Run a catalogue tool with validated arguments; feed the result to `tool_finished()`."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """End the session: tell the client `error` (if any) and close with `code`."""
+
+    code: int
+    reason: str
+    error: VoiceError | None = None
+
+
+Action = ToUpstream | ToClient | StartTool | Close

@@ -1,0 +1,65 @@
+"""`WS /v1/realtime`: admit a client with its relay ticket, then run a `RelaySession`.
+
+The ticket is taken from `?ticket=`, `Authorization: Bearer`, or the
+`openai-insecure-api-key.<ticket>` subprotocol (what browser Realtime clients send; the socket
+is then answered with the `realtime` subprotocol), so the official OpenAI SDKs connect through
+the relay unchanged. A refused ticket closes the socket with 4401/4403 before any upstream
+connection is opened.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from .config import RelayConfig
+from .session import RelaySession
+from .tickets import TicketError, TicketRedeemer
+
+log = logging.getLogger("voicegw.relay")
+
+SUBPROTOCOL = "realtime"
+KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
+
+
+class RelayEndpoint:
+    """The relay's ASGI WebSocket app; mount it with `WebSocketRoute("/v1/realtime", ...)`."""
+
+    def __init__(self, config: RelayConfig, *, redeemer: TicketRedeemer | None = None) -> None:
+        """One per process: the redeemer remembers used tickets, so it must be shared."""
+        self.config = config
+        self._redeemer = redeemer or TicketRedeemer(config.ticket_secret)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        websocket = WebSocket(scope, receive, send)
+        token, subprotocol = credentials(websocket)
+        try:
+            ticket = self._redeemer.redeem(token)
+        except TicketError as exc:
+            log.info("relay ticket refused", extra={"close_code": exc.code, "why": exc.reason})
+            await websocket.accept(subprotocol=subprotocol)
+            await websocket.close(exc.code, exc.reason)
+            return
+        session = RelaySession(
+            websocket, session_id=ticket.session_id, config=self.config, subprotocol=subprotocol
+        )
+        await session.run()
+
+
+def credentials(websocket: WebSocket) -> tuple[str | None, str | None]:
+    """The ticket the client presented (if any) and the subprotocol to answer with."""
+    offered: list[str] = list(websocket.scope.get("subprotocols") or [])
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    token = websocket.query_params.get("ticket") or None
+    if token is None:
+        scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            token = value.strip()
+    if token is None:
+        for protocol in offered:
+            if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
+                token = protocol[len(KEY_SUBPROTOCOL_PREFIX) :] or None
+                break
+    return token, subprotocol
