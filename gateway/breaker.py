@@ -177,7 +177,11 @@ class Breaker:
         self._opened_count += 1
         self._probe_session_id = None
         self._last_failure_at = now
-        self._enter("open", session_id=key, source=source)
+        # A page's failure is named by its session; an active probe's key is not a session.
+        if source == "fallback":
+            self._enter("open", session_id=key, source=source)
+        else:
+            self._enter("open", failure=key, source=source)
 
     def _enter(self, state: BreakerState, **fields: object) -> None:
         self._state = state
