@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Sequence
 
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
@@ -164,8 +164,8 @@ class RelaySession:
                 if text is _END:
                     return _CLIENT_GONE
                 await send(text)
-        except (OSError, RuntimeError, WebSocketException):
-            # The client went away under us (uvicorn reports it as one of these).
+        except (OSError, RuntimeError, WebSocketException, WebSocketDisconnect):
+            # The client went away under us (the server reports it as one of these).
             self._client_gone = True
             return _CLIENT_GONE
 
@@ -256,6 +256,7 @@ class RelaySession:
             return
         log.error(
             "relay pump failed",
+            exc_info=exc,
             extra={"session_id": self._session_id, "error": type(exc).__name__},
         )
         self._finish(Close(1011, "internal error", _fatal("internal", "the relay failed")))
@@ -288,6 +289,8 @@ class RelaySession:
             await self._client_call(self._ws.close(close.code, close.reason))
 
     async def _client_call(self, call: Awaitable[None]) -> None:
-        with contextlib.suppress(OSError, RuntimeError, WebSocketException, TimeoutError):
+        with contextlib.suppress(
+            OSError, RuntimeError, WebSocketException, WebSocketDisconnect, TimeoutError
+        ):
             async with asyncio.timeout(CLIENT_CLOSE_TIMEOUT_S):
                 await call

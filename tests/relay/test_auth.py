@@ -1,0 +1,99 @@
+"""Tickets: every way to present one, and every way one is refused before OpenAI is reached."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from pipelines.contracts import Settings
+from relay.tickets import issue_ticket
+from simulators.openai_realtime import RealtimeSimulator
+from simulators.server import RunningServer
+
+from .conftest import Relay
+
+
+async def refused_code(relay: Relay, ticket: str) -> int:
+    """Connect with the official SDK using `ticket` as its API key; the close code it gets."""
+    client = relay.client(ticket)
+    try:
+        async with client.realtime.connect(model="gpt-realtime") as connection:
+            with pytest.raises(ConnectionClosed) as closed:
+                await connection.recv()
+    finally:
+        await client.close()
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
+
+
+async def test_forged_ticket_is_refused(relay: Relay, realtime: RealtimeSimulator) -> None:
+    forged, _ = issue_ticket("x" * 40, session_id="s1", user=None)
+    assert await refused_code(relay, forged) == 4401
+    assert await refused_code(relay, "not-a-jwt") == 4401
+    assert realtime.connections == 0
+
+
+async def test_expired_ticket_is_refused(
+    relay: Relay, realtime: RealtimeSimulator, settings: Settings
+) -> None:
+    assert settings.gateway_secret is not None
+    expired, _ = issue_ticket(
+        settings.gateway_secret.get_secret_value(), session_id="s1", user=None, ttl_s=-10
+    )
+    assert await refused_code(relay, expired) == 4401
+    assert realtime.connections == 0
+
+
+async def test_used_ticket_is_refused(relay: Relay, realtime: RealtimeSimulator) -> None:
+    ticket = await relay.ticket()
+    client = relay.client(ticket)
+    try:
+        async with client.realtime.connect(model="gpt-realtime") as connection:
+            first = json.loads(await connection.recv_bytes())
+            assert first == {"type": "agent.state", "state": "initializing"}
+            created = await connection.recv()
+            assert created.type == "session.created"
+    finally:
+        await client.close()
+    assert await refused_code(relay, ticket) == 4403
+    assert realtime.connections == 1
+
+
+async def test_missing_ticket_is_refused(
+    gateway: RunningServer, realtime: RealtimeSimulator
+) -> None:
+    async with connect(f"{gateway.ws_url}/v1/realtime") as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert realtime.connections == 0
+
+
+async def test_ticket_in_query(relay: Relay, gateway: RunningServer) -> None:
+    ticket = await relay.ticket()
+    async with connect(f"{gateway.ws_url}/v1/realtime?ticket={ticket}") as ws:
+        assert json.loads(await ws.recv())["type"] == "agent.state"
+        assert json.loads(await ws.recv())["type"] == "session.created"
+
+
+async def test_ticket_as_browser_subprotocol(relay: Relay, gateway: RunningServer) -> None:
+    ticket = await relay.ticket()
+    async with connect(
+        f"{gateway.ws_url}/v1/realtime",
+        subprotocols=["realtime", f"openai-insecure-api-key.{ticket}"],  # type: ignore[list-item]
+    ) as ws:
+        assert ws.subprotocol == "realtime"
+        assert json.loads(await ws.recv())["type"] == "agent.state"
+        assert json.loads(await ws.recv())["type"] == "session.created"
+
+
+async def test_refusal_never_echoes_the_ticket(relay: Relay, gateway: RunningServer) -> None:
+    forged, _ = issue_ticket("y" * 40, session_id="s1", user=None)
+    async with connect(f"{gateway.ws_url}/v1/realtime?ticket={forged}") as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert forged not in closed.value.rcvd.reason
