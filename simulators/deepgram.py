@@ -156,7 +156,7 @@ class _Stream:
             if kind == "KeepAlive":
                 continue
             if kind == "Finalize":
-                if self.speaking or self.final_task is not None:
+                if self.sim.finalize and (self.speaking or self.final_task is not None):
                     await self._send_final(from_finalize=True)
                 continue
             if kind == "CloseStream":

@@ -136,6 +136,7 @@ class Settings(BaseSettings):
     groq_max_tokens: int = Field(256, ge=1, le=8192)
     tool_filler_ms: int = Field(400, ge=0, le=60_000)
     tool_filler_text: str = Field("One moment.", min_length=1)
+    stt_transcript_timeout_seconds: float = Field(2.0, gt=0, le=30)
     fallback_tts_base_url: str | None = None  # a second Chatterbox-compatible server
     fallback_tts_api_key: SecretStr | None = None
 

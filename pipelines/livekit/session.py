@@ -12,9 +12,9 @@ from typing import Any
 
 import aiohttp
 from livekit.agents import Agent, AgentSession, tts
-from livekit.agents.vad import VAD
 from livekit.agents.llm import Tool
 from livekit.agents.types import NOT_GIVEN
+from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.turn import TurnHandlingOptions
 from livekit.plugins import deepgram, groq, silero
@@ -63,6 +63,7 @@ class PipelineOptions:
     n8n_timeout_s: float | None = None
     tool_filler_s: float = 0.4
     tool_filler_text: str = "One moment."
+    transcription_timeout_s: float = 2.0
     instructions: str = SYSTEM_PROMPT
 
     @classmethod
@@ -102,6 +103,7 @@ class PipelineOptions:
             n8n_timeout_s=settings.n8n_timeout_seconds,
             tool_filler_s=settings.tool_filler_ms / 1000,
             tool_filler_text=settings.tool_filler_text,
+            transcription_timeout_s=settings.stt_transcript_timeout_seconds,
         )
 
 
@@ -199,6 +201,7 @@ def build_session(
             tts=build_tts(options, http_session),
             turn_handling=turn_handling(options),
             user_away_timeout=None,
+            transcription_timeout=options.transcription_timeout_s,
         )
     return AgentSession(
         vad=vad,
@@ -207,6 +210,7 @@ def build_session(
         tts=build_tts(options, http_session),
         turn_handling=turn_handling(options),
         user_away_timeout=None,
+        transcription_timeout=options.transcription_timeout_s,
         conn_options=conn_options,
     )
 

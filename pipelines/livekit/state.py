@@ -21,6 +21,7 @@ from livekit.agents.voice.events import (
     ConversationItemAddedEvent,
     ErrorEvent,
     UserInputTranscribedEvent,
+    UserTranscriptionTimeoutEvent,
 )
 
 from pipelines.contracts import (
@@ -104,7 +105,9 @@ class StateBridge:
         session.on("user_input_transcribed", self._on_user_transcript)
         session.on("conversation_item_added", self._on_item)
         session.on("error", self._on_error)
+        session.on("user_transcription_timeout", self._on_no_transcript)
         self._task = asyncio.create_task(self._send_loop(), name="state-bridge")
+        self.send(AgentState(state="initializing"))
 
     def send(self, message: StateMessage) -> None:
         self._queue.put_nowait(message)
@@ -129,6 +132,7 @@ class StateBridge:
             self._session.off("user_input_transcribed", self._on_user_transcript)
             self._session.off("conversation_item_added", self._on_item)
             self._session.off("error", self._on_error)
+            self._session.off("user_transcription_timeout", self._on_no_transcript)
             self._session = None
         if self._task is None:
             return
@@ -157,6 +161,19 @@ class StateBridge:
         item = ev.item
         if isinstance(item, ChatMessage) and item.role == "assistant" and item.text_content:
             self.send(TranscriptAssistant(text=item.text_content, final=True))
+
+    def _on_no_transcript(self, ev: UserTranscriptionTimeoutEvent) -> None:
+        log.warning(
+            "no final transcript for user speech",
+            extra={"session_id": self._session_id, "speech_s": round(ev.speech_duration, 2)},
+        )
+        self.send(
+            VoiceError(
+                code="stt_timeout",
+                message="speech was heard but no transcript arrived",
+                fatal=False,
+            )
+        )
 
     def _on_error(self, ev: ErrorEvent) -> None:
         error = ev.error

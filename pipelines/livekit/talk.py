@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
-from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.vad import VAD
+from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from pipelines.contracts import N8nExecutor
 from simulators.speech import Samples, Utterance, find_utterances

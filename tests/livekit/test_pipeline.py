@@ -3,14 +3,26 @@ Chatterbox clients, simulators on 127.0.0.1, the shared n8n executor."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 from livekit.agents.vad import VAD
 
+from pipelines.contracts import (
+    AgentState,
+    MetricsTurn,
+    StateMessage,
+    ToolFinished,
+    ToolStarted,
+    TranscriptAssistant,
+    TranscriptUser,
+    VoiceError,
+)
 from pipelines.livekit.state import RecordingPublisher
-from pipelines.livekit.talk import talk
+from pipelines.livekit.talk import TalkResult, talk
 from simulators import speech
 
-from .conftest import PLAIN_TEXT, Providers
+from .conftest import FAST_FAIL, PLAIN_TEXT, TOOL_TEXT, Providers
 
 
 async def test_plain_turn(
@@ -57,3 +69,167 @@ async def test_plain_turn(
     assert not (
         providers.deepgram.rejected or providers.groq.rejected or providers.chatterbox.rejected
     )
+
+
+async def run(
+    providers: Providers,
+    conversation: speech.Conversation,
+    vad: VAD,
+    http: aiohttp.ClientSession,
+    session_id: str,
+    **kwargs: Any,
+) -> tuple[TalkResult, RecordingPublisher]:
+    publisher = RecordingPublisher()
+    result = await talk(
+        providers.options,
+        conversation.samples,
+        conversation.sample_rate,
+        vad=vad,
+        http_session=http,
+        publisher=publisher,
+        session_id=session_id,
+        utterances=conversation.utterances,
+        **kwargs,
+    )
+    return result, publisher
+
+
+def without_interims(messages: list[StateMessage]) -> list[StateMessage]:
+    return [m for m in messages if not (isinstance(m, TranscriptUser) and not m.final)]
+
+
+async def test_state_messages_of_a_plain_turn(
+    providers: Providers,
+    one_plain: speech.Conversation,
+    vad: VAD,
+    http: aiohttp.ClientSession,
+) -> None:
+    result, publisher = await run(providers, one_plain, vad, http, "sess-state")
+
+    reply = f"(simulated) You said: {PLAIN_TEXT}"
+    metrics = result.turns[0].metrics()
+    assert without_interims(publisher.messages) == [
+        AgentState(state="initializing"),
+        AgentState(state="listening"),
+        TranscriptUser(text=PLAIN_TEXT, final=True),
+        AgentState(state="thinking"),
+        AgentState(state="speaking"),
+        TranscriptAssistant(text=reply, final=True),
+        AgentState(state="listening"),
+        metrics,
+    ]
+    interims = [m for m in publisher.messages if isinstance(m, TranscriptUser) and not m.final]
+    assert interims, "Deepgram's interim results reach the page"
+    assert all(PLAIN_TEXT.startswith(m.text) for m in interims)
+    first_interim = publisher.messages.index(interims[0])
+    assert publisher.messages[first_interim - 1] == AgentState(state="listening")
+    assert isinstance(metrics, MetricsTurn) and metrics.voice_to_voice_ms is not None
+
+
+async def test_tool_call_turn(
+    providers: Providers,
+    one_tool: speech.Conversation,
+    vad: VAD,
+    http: aiohttp.ClientSession,
+) -> None:
+    providers.deepgram.transcripts[:] = [TOOL_TEXT]
+    providers.n8n.script("query-database", "slow")  # 1 s: longer than the 400 ms filler wait
+    result, publisher = await run(providers, one_tool, vad, http, "sess-tool")
+
+    # n8n got the shared executor's payload, keyed by the gateway session and the model's call id
+    (received,) = providers.n8n.received
+    tool_request = providers.groq.received[-1]
+    call_id = next(
+        call["id"]
+        for message in tool_request["messages"]
+        for call in message.get("tool_calls") or []
+    )
+    assert received.path == "query-database"
+    assert received.body == {
+        "session_id": "sess-tool",
+        "call_id": call_id,
+        "query": "travel policy",
+    }
+    assert received.headers["idempotency-key"] == f"sess-tool:{call_id}"
+    tool_message = next(m for m in tool_request["messages"] if m["role"] == "tool")
+    assert tool_message["tool_call_id"] == call_id
+    assert "(simulated) Top passage about travel policy" in tool_message["content"]
+
+    (turn,) = [t.summary() for t in result.turns]
+    assert turn["user_text"] == TOOL_TEXT
+    assert turn["tool_calls"] == [
+        {"name": "query_database", "arguments": {"query": "travel policy"}, "status": "ok"}
+    ]
+    assert turn["assistant_text"].startswith("One moment. (simulated) Done.")
+    assert len(result.sounds) == 2  # the filler, then the answer
+
+    started = [m for m in publisher.messages if isinstance(m, ToolStarted)]
+    finished = [m for m in publisher.messages if isinstance(m, ToolFinished)]
+    assert started == [ToolStarted(call_id=call_id, name="query_database")]
+    assert [(m.call_id, m.status) for m in finished] == [(call_id, "ok")]
+    assert finished[0].duration_ms >= 1000
+    order = [m.type for m in without_interims(publisher.messages)]
+    assert order.index("tool.started") < order.index("tool.finished")
+    assert order.index("tool.finished") < order.index("metrics.turn")
+    assert order.count("transcript.assistant") == 2 and order.count("metrics.turn") == 1
+
+
+async def test_failing_n8n_becomes_a_spoken_tool_error(
+    providers: Providers,
+    one_tool: speech.Conversation,
+    vad: VAD,
+    http: aiohttp.ClientSession,
+) -> None:
+    providers.deepgram.transcripts[:] = [TOOL_TEXT]
+    providers.n8n.script("query-database", "http_500")
+    result, publisher = await run(providers, one_tool, vad, http, "sess-n8n-down")
+
+    (turn,) = [t.summary() for t in result.turns]
+    assert [c["status"] for c in turn["tool_calls"]] == ["error"]
+    tool_message = next(m for m in providers.groq.received[-1]["messages"] if m["role"] == "tool")
+    assert "did not work" in tool_message["content"]
+    assert "(simulated) Done. The query_database tool did not work" in turn["assistant_text"]
+    assert [m.status for m in publisher.messages if isinstance(m, ToolFinished)] == ["error"]
+    assert result.sounds, "the agent still spoke"
+
+
+async def test_tts_server_error_is_reported_not_fatal_to_the_worker(
+    providers: Providers,
+    one_plain: speech.Conversation,
+    vad: VAD,
+    http: aiohttp.ClientSession,
+) -> None:
+    providers.chatterbox.fail_status = 503
+    result, publisher = await run(
+        providers, one_plain, vad, http, "sess-tts-down", conn_options=FAST_FAIL
+    )
+
+    errors = [m for m in publisher.messages if isinstance(m, VoiceError)]
+    assert errors and errors[0].code == "tts_error"
+    assert all(providers.chatterbox.api_key not in m.message for m in errors)
+    assert TranscriptUser(text=PLAIN_TEXT, final=True) in publisher.messages
+    assert result.sounds == []  # nothing audible was played
+    assert providers.chatterbox.received  # the request was made and failed
+
+
+async def test_deepgram_that_never_finalizes_commits_no_turn(
+    providers: Providers,
+    one_plain: speech.Conversation,
+    vad: VAD,
+    http: aiohttp.ClientSession,
+) -> None:
+    providers.deepgram.finalize = False
+    result, publisher = await run(
+        providers, one_plain, vad, http, "sess-no-final", settle_timeout_s=1.0
+    )
+
+    assert result.turns == []
+    assert providers.groq.received == []  # nothing was sent to the model on a guess
+    assert providers.deepgram.finals == []
+    assert result.sounds == []
+    # the page hears about it while the session is live, after the interim transcripts
+    errors = [m for m in publisher.messages if isinstance(m, VoiceError)]
+    assert [(m.code, m.fatal) for m in errors] == [("stt_timeout", False)]
+    before = publisher.messages[: publisher.messages.index(errors[0])]
+    users = [m for m in before if isinstance(m, TranscriptUser)]
+    assert users and not any(m.final for m in users)
