@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
+from openai.types.realtime import RealtimeFunctionToolParam
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -37,7 +38,11 @@ async def test_session_update_cannot_swap_tools_or_prompt(
     realtime.script(Say(audio_ms=20))
     async with relay.connect() as connection:
         await next_of(connection, "session.updated")
-        evil_tool = {"type": "function", "name": "wire_money", "parameters": {"type": "object"}}
+        evil_tool: RealtimeFunctionToolParam = {
+            "type": "function",
+            "name": "wire_money",
+            "parameters": {"type": "object"},
+        }
         await connection.session.update(
             session={
                 "type": "realtime",
