@@ -79,6 +79,7 @@ export class AudioEngine {
     return {
       stop: () => {
         node.port.onmessage = null;
+        if (this.inputSource === source) this.inputSource = null;
         source.disconnect();
         node.disconnect();
         sink.disconnect();
@@ -109,7 +110,11 @@ export class AudioEngine {
   }
 
   watchInput(source) {
-    this.inputSource?.disconnect(this.inputAnalyser);
+    try {
+      this.inputSource?.disconnect(this.inputAnalyser);
+    } catch {
+      // Already disconnected (its track ended): nothing to undo.
+    }
     source.connect(this.inputAnalyser);
     this.inputSource = source;
   }

@@ -48,7 +48,8 @@ export async function runOpenAI({ gateway, config, audio, emit, status, signal, 
     try {
       capture = await audio.startCapture((frame) => sendAudio(socket, frame, audio.counters));
     } catch (err) {
-      emit({ type: "voice.error", code: "microphone", message: describe(err), fatal: true });
+      lastError = { type: "voice.error", code: "microphone", message: describe(err), fatal: true };
+      emit(lastError);
       socket.close(1000, "no microphone");
     }
   });

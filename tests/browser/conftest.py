@@ -10,6 +10,7 @@ page opens the microphone.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import secrets
 import shutil
@@ -29,7 +30,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_
 from starlette.applications import Starlette
 
 from gateway.app import create_app
-from pipelines.contracts import Settings, load_settings
+from pipelines.contracts import load_settings
+from simulators.openai_realtime import RealtimeSimulator
 from simulators.server import RunningServer, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,14 +69,9 @@ class BackgroundLoop:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="servers", daemon=True)
         self._thread.start()
-        self._stack = contextlib.AsyncExitStack()
 
     def run(self, coro: Coroutine[Any, Any, _T], timeout: float = 30.0) -> _T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def enter(self, manager: contextlib.AbstractAsyncContextManager[_T]) -> _T:
-        """Enter an async context manager on the loop; it exits in `close()`."""
-        return self.run(self._stack.enter_async_context(manager))
 
     def call(self, fn: Callable[[], _T]) -> _T:
         """Run `fn` on the loop's thread (to read state the servers own)."""
@@ -85,7 +82,6 @@ class BackgroundLoop:
         return self.run(call())
 
     def close(self) -> None:
-        self.run(self._stack.aclose())
         self.run(_cancel_others())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
@@ -199,6 +195,14 @@ def page_log() -> PageLog:
     return PageLog()
 
 
+def save_screenshot(page: Page, name: str) -> Path:
+    """Save what the page shows now as test-artifacts/browser/<name>.png."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
 @pytest.fixture
 def page(
     browser: Browser, request: pytest.FixtureRequest, page_log: PageLog
@@ -213,9 +217,8 @@ def page(
     page.on("console", on_console)
     page.on("pageerror", lambda error: page_log.add(f"pageerror: {error}"))
     yield page
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(Exception):  # a crashed page has no picture; the test says why
-        page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"))
+        save_screenshot(page, request.node.name)
     context.close()
 
 
@@ -232,12 +235,13 @@ def closed_port() -> int:
 
 @dataclass
 class Stack:
-    """The gateway (with its relay) on 127.0.0.1, and the secrets the page must never see."""
+    """The gateway (with its relay) and the OpenAI Realtime simulator on 127.0.0.1, and the
+    secrets the page must never see."""
 
     loop: BackgroundLoop
     gateway: RunningServer
     app: Starlette
-    settings: Settings
+    realtime: RealtimeSimulator
     api_key: str
     secrets: dict[str, str]
 
@@ -263,6 +267,18 @@ class Stack:
         count: int = self.loop.call(lambda: self.app.state.gateway.fallbacks_reported)
         return count
 
+    def received_audio(self) -> np.ndarray[Any, np.dtype[np.int16]]:
+        """Every pcm16 sample the simulator was sent (`input_audio_buffer.append`), in order."""
+        chunks: list[str] = self.loop.call(
+            lambda: [e["audio"] for e in self.realtime.of_type("input_audio_buffer.append")]
+        )
+        pcm = b"".join(base64.b64decode(chunk) for chunk in chunks)
+        return np.frombuffer(pcm, dtype="<i2").astype(np.int16)
+
+    def simulator(self, fn: Callable[[RealtimeSimulator], _T]) -> _T:
+        """Read or change the simulator on its own thread."""
+        return self.loop.call(lambda: fn(self.realtime))
+
 
 def production_environment(gateway_url: str, **extra: str) -> dict[str, str]:
     """A production configuration (launch tokens required) with throwaway secrets; LiveKit
@@ -276,6 +292,8 @@ def production_environment(gateway_url: str, **extra: str) -> dict[str, str]:
         "LIVEKIT_API_KEY": "lk-" + secrets.token_urlsafe(12),
         "LIVEKIT_API_SECRET": "lks-" + secrets.token_urlsafe(24),
         "OPENAI_API_KEY": "sk-test-" + secrets.token_urlsafe(24),
+        # espeak's comma pause must not end the turn early.
+        "OPENAI_VAD_SILENCE_MS": "700",
         **extra,
     }
 
@@ -288,34 +306,45 @@ SECRET_VARIABLES = (
 )
 
 
-def start_stack(loop: BackgroundLoop, **extra_environment: str) -> Stack:
-    holder: dict[str, Any] = {}
-
-    def build(server: RunningServer) -> Starlette:
-        environment = production_environment(server.url, **extra_environment)
-        settings = load_settings(environment)
-        holder.update(environment=environment, settings=settings)
-        app = create_app(settings)
-        holder["app"] = app
-        return app
-
-    gateway = loop.enter(serve_late(build))
-    environment: dict[str, str] = holder["environment"]
-    return Stack(
-        loop=loop,
-        gateway=gateway,
-        app=holder["app"],
-        settings=holder["settings"],
-        api_key=environment["GATEWAY_API_KEY"],
-        secrets={name: environment[name] for name in SECRET_VARIABLES},
-    )
-
-
 @pytest.fixture(scope="module")
 def background_loop() -> Iterator[BackgroundLoop]:
     loop = BackgroundLoop()
     yield loop
     loop.close()
+
+
+@pytest.fixture
+def stack(background_loop: BackgroundLoop) -> Iterator[Stack]:
+    """A fresh simulator and gateway per test (cheap; the browser is the expensive part)."""
+    loop = background_loop
+    exits = contextlib.AsyncExitStack()
+    realtime = RealtimeSimulator(api_key="sk-test-" + secrets.token_urlsafe(24))
+    simulator = loop.run(exits.enter_async_context(serve(realtime.app)))
+    built: dict[str, Any] = {}
+
+    def build(server: RunningServer) -> Starlette:
+        environment = production_environment(
+            server.url,
+            OPENAI_API_KEY=realtime.api_key,
+            OPENAI_REALTIME_URL=f"{simulator.ws_url}/v1/realtime",
+        )
+        built["environment"] = environment
+        built["app"] = app = create_app(load_settings(environment))
+        return app
+
+    try:
+        gateway = loop.run(exits.enter_async_context(serve_late(build)))
+        environment: dict[str, str] = built["environment"]
+        yield Stack(
+            loop=loop,
+            gateway=gateway,
+            app=built["app"],
+            realtime=realtime,
+            api_key=environment["GATEWAY_API_KEY"],
+            secrets={name: environment[name] for name in SECRET_VARIABLES},
+        )
+    finally:
+        loop.run(exits.aclose())
 
 
 def wait_for(page: Page, expression: str, *, timeout_s: float, log: PageLog) -> Any:
