@@ -40,3 +40,18 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # uvicorn's access log prints query strings, which carry launch tokens and tickets.
     logging.getLogger("uvicorn.access").disabled = True
+    cap_library_loggers()
+
+
+# At DEBUG these libraries log handshake headers (the relay's upstream `Authorization: Bearer`
+# carries OPENAI_API_KEY; uvicorn logs the page's relay ticket) and whole frames (audio,
+# transcripts).
+CAPPED_LIBRARIES = ("websockets", "uvicorn.error", "httpx", "httpcore", "hpack")
+
+
+def cap_library_loggers() -> None:
+    """Keep the libraries that log credentials at DEBUG at INFO or above, whatever the root
+    level is."""
+    for name in CAPPED_LIBRARIES:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))

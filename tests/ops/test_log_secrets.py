@@ -13,7 +13,7 @@ import openai
 import pytest
 from livekit.protocol.agent import JobStatus
 
-from gateway.logs import JsonFormatter
+from gateway.logs import CAPPED_LIBRARIES, JsonFormatter, cap_library_loggers
 from pipelines.contracts import N8nExecutor
 from simulators.livekit_api import LiveKitApiSimulator
 from simulators.n8n import N8nSimulator
@@ -69,11 +69,17 @@ def captured_logs() -> Iterator[_Capture]:
 
 
 @pytest.fixture
-def captured_info_logs() -> Iterator[_Capture]:
-    # The relay leg runs at INFO, the level `voicegw` logs at by default: at DEBUG the
-    # websockets library logs its client handshake headers, the upstream OpenAI key among them.
-    with _capturing(logging.INFO) as capture:
-        yield capture
+def captured_relay_logs() -> Iterator[_Capture]:
+    # At DEBUG the websockets library logs its client handshake headers, the upstream OpenAI
+    # key among them: `voicegw` caps it (configure_logging), and so does this capture.
+    levels = {name: logging.getLogger(name).level for name in CAPPED_LIBRARIES}
+    with _capturing(logging.DEBUG) as capture:
+        cap_library_loggers()
+        try:
+            yield capture
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 async def test_full_run_leaks_no_secret(
@@ -161,7 +167,7 @@ async def test_full_run_leaks_no_secret(
 
 
 async def test_relay_session_leaks_no_secret(
-    captured_info_logs: _Capture, n8n_server: RunningServer
+    captured_relay_logs: _Capture, n8n_server: RunningServer
 ) -> None:
     """The openai path: a session, then the relay holding the OpenAI key upstream."""
     realtime = RealtimeSimulator(api_key=SECRETS["OPENAI_API_KEY"])
@@ -186,10 +192,10 @@ async def test_relay_session_leaks_no_secret(
             finally:
                 await client.close()
     assert realtime.connections == 1
-    records = [json.loads(line) for line in captured_info_logs.lines]
+    records = [json.loads(line) for line in captured_relay_logs.lines]
     assert any(
         r.get("session_id") == "relay1" and r["logger"] != "voicegw.gateway" for r in records
     )
     for name, value in SECRETS.items():
-        for text in [*captured_info_logs.lines, *frames, response.text]:
+        for text in [*captured_relay_logs.lines, *frames, response.text]:
             assert value not in text, f"{name} leaked: {text[:300]}"
