@@ -103,3 +103,9 @@ def schemas(out: Path | None) -> None:
 
     for path in write_schemas(out or SCHEMA_DIR):
         click.echo(str(path))
+
+
+from pipelines.livekit.commands import agent, talk  # noqa: E402  (the LiveKit pipeline's commands)
+
+main.add_command(agent)
+main.add_command(talk)

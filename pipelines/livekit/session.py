@@ -18,8 +18,9 @@ from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.turn import TurnHandlingOptions
 from livekit.plugins import deepgram, groq, silero
+from pydantic import ValidationError
 
-from pipelines.contracts import SYSTEM_PROMPT, Settings
+from pipelines.contracts import SYSTEM_PROMPT, DispatchMetadata, Settings
 
 from . import chatterbox
 
@@ -226,3 +227,14 @@ async def close_session(session: AgentSession[Any]) -> None:
     for component in (session.stt, session.llm, session.tts):
         if component is not None and hasattr(component, "aclose"):
             await component.aclose()
+
+
+def session_id_for(job_metadata: str | None, room_name: str) -> str:
+    """The gateway's session id from the dispatch metadata; the room name only as a last
+    resort (a dispatch made by hand, without our metadata)."""
+    if job_metadata:
+        try:
+            return DispatchMetadata.model_validate_json(job_metadata).session_id
+        except ValidationError:
+            pass
+    return room_name

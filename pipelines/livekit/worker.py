@@ -1,0 +1,90 @@
+"""The LiveKit worker: registered under LIVEKIT_AGENT_NAME for explicit dispatch.
+
+Settings are read here, at the edge: once per process in `prewarm` (which also loads Silero,
+once per process), and turned into explicit `PipelineOptions` for the session factory.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from livekit.agents import AgentServer, JobContext, JobProcess, llm, stt, tts
+
+from pipelines.contracts import N8nExecutor, Settings, load_settings
+
+from .latency import TurnTracker
+from .session import (
+    PipelineOptions,
+    build_agent,
+    build_session,
+    close_session,
+    load_vad,
+    session_id_for,
+)
+from .state import DataChannelPublisher, StateBridge
+from .tools import ToolListeners, build_tools
+
+log = logging.getLogger("voicegw.livekit.worker")
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Once per worker process: settings, options and the Silero model."""
+    options = PipelineOptions.from_settings(load_settings())
+    proc.userdata["options"] = options
+    proc.userdata["vad"] = load_vad(options.vad)
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    """One dispatched job: the agent in the room of one gateway session."""
+    options: PipelineOptions = ctx.proc.userdata["options"]
+    session_id = session_id_for(ctx.job.metadata, ctx.job.room.name)
+    log.info("job started", extra={"session_id": session_id, "room": ctx.job.room.name})
+
+    session = build_session(options, vad=ctx.proc.userdata["vad"])
+    # Open the provider connections while we join the room, not when the user first speaks.
+    for component in (session.stt, session.llm, session.tts):
+        if isinstance(component, stt.STT | llm.LLM | tts.TTS):
+            component.prewarm()
+    await ctx.connect()
+
+    bridge = StateBridge(
+        DataChannelPublisher(ctx.room, session_id=session_id), session_id=session_id
+    )
+    tracker = TurnTracker(session_id=session_id, on_turn=lambda turn: bridge.send(turn.metrics()))
+    executor = N8nExecutor(options.n8n_webhook_base_url, timeout_s=options.n8n_timeout_s)
+    tools = build_tools(
+        executor,
+        session_id=session_id,
+        listener=ToolListeners(bridge, tracker),
+        filler_s=options.tool_filler_s,
+        filler_text=options.tool_filler_text,
+    )
+
+    async def cleanup(*_: Any) -> None:
+        await close_session(session)
+        await tracker.aclose()
+        await bridge.aclose()
+        await executor.aclose()
+        log.info("job finished", extra={"session_id": session_id})
+
+    ctx.add_shutdown_callback(cleanup)
+    bridge.attach(session)
+    tracker.attach(session)
+    await session.start(build_agent(options, tools), room=ctx.room)
+
+
+def create_server(settings: Settings) -> AgentServer:
+    """The worker, registered for explicit dispatch under LIVEKIT_AGENT_NAME."""
+
+    def secret(value: Any) -> str | None:
+        return None if value is None else str(value.get_secret_value())
+
+    server = AgentServer(
+        setup_fnc=prewarm,
+        ws_url=settings.livekit_url,
+        api_key=secret(settings.livekit_api_key),
+        api_secret=secret(settings.livekit_api_secret),
+    )
+    server.rtc_session(entrypoint, agent_name=settings.livekit_agent_name)
+    return server
