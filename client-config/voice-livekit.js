@@ -56,7 +56,7 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
     const agentJoined = (participant) => {
       clearTimeout(agentTimer);
       log(`agent ${participant.identity} joined`);
-      status({ phase: "connected" });
+      status({ phase: "connected", detail: null });
     };
 
     // One deadline covers connecting and the agent's arrival.
@@ -97,7 +97,7 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
         if (!room.canPlaybackAudio) log("the browser blocked audio playback until a click");
       })
       .on(RoomEvent.Reconnecting, () => status({ phase: "reconnecting", detail: "LiveKit" }))
-      .on(RoomEvent.Reconnected, () => status({ phase: "connected" }))
+      .on(RoomEvent.Reconnected, () => status({ phase: "connected", detail: null }))
       .on(RoomEvent.Disconnected, (reason) => {
         if (!connected) return; // a failed join: connect() rejects with the cause
         const name = DisconnectReason?.[reason] ?? String(reason ?? "unknown");

@@ -30,7 +30,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_
 from starlette.applications import Starlette
 
 from gateway.app import create_app
-from pipelines.contracts import load_settings
+from pipelines.contracts import Settings, load_settings
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.server import RunningServer, serve
 
@@ -241,6 +241,7 @@ class Stack:
     loop: BackgroundLoop
     gateway: RunningServer
     app: Starlette
+    settings: Settings
     realtime: RealtimeSimulator
     api_key: str
     secrets: dict[str, str]
@@ -329,7 +330,8 @@ def stack(background_loop: BackgroundLoop) -> Iterator[Stack]:
             OPENAI_REALTIME_URL=f"{simulator.ws_url}/v1/realtime",
         )
         built["environment"] = environment
-        built["app"] = app = create_app(load_settings(environment))
+        built["settings"] = settings = load_settings(environment)
+        built["app"] = app = create_app(settings)
         return app
 
     try:
@@ -339,12 +341,20 @@ def stack(background_loop: BackgroundLoop) -> Iterator[Stack]:
             loop=loop,
             gateway=gateway,
             app=built["app"],
+            settings=built["settings"],
             realtime=realtime,
             api_key=environment["GATEWAY_API_KEY"],
             secrets={name: environment[name] for name in SECRET_VARIABLES},
         )
     finally:
         loop.run(exits.aclose())
+
+
+# The turn is over: the assistant's answer is on the page and the agent listens again.
+FINAL_ASSISTANT = (
+    "window.voicePage.transcript.some(l => l.role === 'assistant' && l.final) && "
+    "document.body.dataset.state === 'listening'"
+)
 
 
 def wait_for(page: Page, expression: str, *, timeout_s: float, log: PageLog) -> Any:

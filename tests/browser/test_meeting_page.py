@@ -19,7 +19,15 @@ from playwright.sync_api import Page, Request, Response, WebSocket
 
 from simulators.openai_realtime import SAMPLE_RATE, Say
 
-from .conftest import PageLog, SpokenInput, Stack, save_screenshot, speech_span_s, wait_for
+from .conftest import (
+    FINAL_ASSISTANT,
+    PageLog,
+    SpokenInput,
+    Stack,
+    save_screenshot,
+    speech_span_s,
+    wait_for,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -71,12 +79,6 @@ def traffic(page: Page) -> Traffic:
     page.on("response", on_response)
     page.on("websocket", on_websocket)
     return recorded
-
-
-FINAL_ASSISTANT = (
-    "window.voicePage.transcript.some(l => l.role === 'assistant' && l.final) && "
-    "document.body.dataset.state === 'listening'"
-)
 
 
 def wait_for_played_reply(page: Page, log: PageLog, *, timeout_s: float = 15) -> dict[str, Any]:
