@@ -137,8 +137,14 @@ def make_spoken_input(directory: Path) -> SpokenInput:
     raw = directory / "utterance-raw.wav"
     path = directory / "utterance.wav"
     subprocess.run(["espeak-ng", "-s", "160", "-w", str(raw), UTTERANCE], check=True)
-    subprocess.run(["sox", str(raw), "-b", "16", "-c", "1", str(path), "pad", "0.5", "2.5"],
-                   check=True)
+    subprocess.run(
+        ["sox", str(raw), "-b", "16", "-c", "1", str(path), "pad", "0.5", "2.5"], check=True
+    )
+    return spoken_input_from(path)
+
+
+def spoken_input_from(path: Path) -> SpokenInput:
+    """A 16-bit mono WAV and the span of its speech."""
     with wave.open(str(path), "rb") as reader:
         rate = reader.getframerate()
         samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
