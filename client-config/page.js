@@ -90,8 +90,12 @@ function showStatus(status) {
   if (lastTurnMs !== null) parts.push(`last turn ${lastTurnMs} ms`);
   $("status-line").textContent = parts.join(" · ");
   const error = $("error-line");
-  error.hidden = !status.error;
-  error.textContent = status.error ?? "";
+  const blocked = status.audioBlocked
+    ? "The browser is holding the audio back: click the page to start it."
+    : null;
+  const text = [blocked, status.error].filter(Boolean).join(" · ");
+  error.hidden = !text;
+  error.textContent = text ?? "";
 }
 
 function startMeters(voice) {

@@ -10,9 +10,13 @@ export const MICROPHONE = {
 };
 
 export class AudioEngine {
-  /** @param {{ log: (text: string) => void, frameMs?: number }} options */
-  constructor({ log, frameMs = 20 }) {
+  /**
+   * @param {{ log: (text: string) => void, onBlocked?: (blocked: boolean) => void,
+   *           frameMs?: number }} options
+   */
+  constructor({ log, onBlocked = () => {}, frameMs = 20 }) {
     this.log = log;
+    this.onBlocked = onBlocked;
     this.frameMs = frameMs;
     this.context = null;
     this.inputAnalyser = null;
@@ -37,8 +41,12 @@ export class AudioEngine {
     if (this.context) return this.context;
     const context = new AudioContext({ latencyHint: "interactive" });
     // Recall.ai's browser lets pages play without a gesture; a person's browser may not.
-    const resume = () => context.state === "suspended" && context.resume();
+    // Not awaited: without permission to autoplay, resume() waits for a click.
+    const resume = () => {
+      if (context.state === "suspended") context.resume().catch(() => {});
+    };
     for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, resume);
+    context.addEventListener("statechange", () => this.onBlocked(context.state === "suspended"));
     await context.audioWorklet.addModule(new URL("./audio-worklets.js", import.meta.url));
     this.inputAnalyser = new AnalyserNode(context, { fftSize: 1024 });
     this.outputAnalyser = new AnalyserNode(context, { fftSize: 1024 });
@@ -53,7 +61,8 @@ export class AudioEngine {
     };
     this.playerNode.connect(this.outputAnalyser);
     this.context = context;
-    await resume();
+    resume();
+    this.onBlocked(context.state === "suspended");
     return context;
   }
 

@@ -57,7 +57,10 @@ class VoiceConnection {
     this.options = { ...DEFAULTS, ...rest };
     this.listeners = new Map();
     this.abort = new AbortController();
-    this.audio = new AudioEngine({ log: (line) => this.log(line) });
+    this.audio = new AudioEngine({
+      log: (line) => this.log(line),
+      onBlocked: (blocked) => this.setStatus({ audioBlocked: blocked }),
+    });
     this.logLine = log ?? ((line) => console.info(`[voice] ${line}`));
     this.state = {
       phase: "starting",
@@ -67,6 +70,7 @@ class VoiceConnection {
       detail: null,
       error: null,
       attempt: 0,
+      audioBlocked: false, // the browser holds audio until someone clicks the page
     };
   }
 
