@@ -11,6 +11,7 @@ const STATE_LABELS = {
   idle: "Ready",
 };
 const MAX_TRANSCRIPT_LINES = 8;
+const MAX_STATE_HISTORY = 200; // a meeting is long; tests and the console need only the recent
 
 const $ = (id) => document.getElementById(id);
 
@@ -37,6 +38,7 @@ function showAgentState(state) {
   document.body.dataset.state = state;
   $("agent-state").textContent = STATE_LABELS[state] ?? state;
   if (stateHistory.at(-1) !== state) stateHistory.push(state);
+  if (stateHistory.length > MAX_STATE_HISTORY) stateHistory.shift();
 }
 
 function showTranscript(role, message) {
