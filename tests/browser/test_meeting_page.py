@@ -233,6 +233,12 @@ def test_the_launch_token_leaves_the_visible_url(
 ) -> None:
     url = stack.launch(mode="openai", session_id="launch-hygiene")
     token = parse_qs(urlsplit(url).query)["launch"][0]
+    requests: list[Request] = []
+
+    def on_request(request: Request) -> None:
+        requests.append(request)
+
+    page.on("request", on_request)
 
     page.goto(url)
     # The gateway runs in production: a session (and so a mode) only comes with the token.
@@ -243,6 +249,13 @@ def test_the_launch_token_leaves_the_visible_url(
     assert "launch=" not in href
     assert parse_qs(urlsplit(href).query) == {"session": ["launch-hygiene"], "mode": ["openai"]}
     assert token not in page.content()
+    # Only the page load and the session request carry it; no asset gets it as a Referer.
+    carrying = {
+        urlsplit(r.url).path
+        for r in requests
+        if token in r.url or token in r.all_headers().get("referer", "")
+    }
+    assert carrying == {"/", "/v1/session"}
 
 
 def test_gateway_errors_show_as_text_and_the_page_keeps_retrying(
