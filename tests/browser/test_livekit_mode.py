@@ -206,3 +206,30 @@ def test_a_room_that_drops_for_good_falls_back_to_openai(
     assert stack.fallbacks_reported == 1
     # The agent's <audio> element went with the room.
     assert page.evaluate("document.querySelectorAll('audio').length") == 0
+
+
+def test_an_agent_that_leaves_and_does_not_return_falls_back_to_openai(
+    stack: Stack, page: Page, page_log: PageLog
+) -> None:
+    serve_fake_livekit(page)
+    reports = record_fallbacks(page)
+
+    page.goto(stack.launch(mode="livekit"))
+    wait_for(page, "document.body.dataset.phase === 'waiting'", timeout_s=10, log=page_log)
+    page.evaluate("fakeLiveKit.agentJoins()")
+    wait_for(page, "document.body.dataset.phase === 'connected'", timeout_s=5, log=page_log)
+
+    page.evaluate("fakeLiveKit.agentLeaves()")
+    wait_for(page, "document.body.dataset.phase === 'waiting'", timeout_s=5, log=page_log)
+    assert "the agent left" in page.locator("#status-line").inner_text()
+    wait_for(
+        page,
+        "document.body.dataset.fallbackReason === 'agent_left'"
+        " && document.body.dataset.mode === 'openai'",
+        timeout_s=12,
+        log=page_log,
+    )
+    assert [r["reason"] for r in reports] == [
+        "agent_left: the agent left and did not return within 8 s"
+    ]
+    assert stack.fallbacks_reported == 1
