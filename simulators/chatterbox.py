@@ -38,6 +38,7 @@ class ChatterboxSimulator:
     chunk_ms: int = 40
     chunk_pause_s: float = 0.0
     wav_header: bool = False
+    ms_per_char: float = _MS_PER_CHAR
     fail_status: int | None = None
     hold_after_first_chunk: bool = False
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -71,7 +72,7 @@ class ChatterboxSimulator:
     async def _stream(self, text: str) -> AsyncIterator[bytes]:
         if self.ttfb_s:
             await asyncio.sleep(self.ttfb_s)
-        audio = tone(len(text) * _MS_PER_CHAR / 1000)
+        audio = tone(len(text) * self.ms_per_char / 1000)
         if self.wav_header:
             yield wav_header(SAMPLE_RATE)
         step = SAMPLE_RATE * self.chunk_ms // 1000 * 2

@@ -9,9 +9,11 @@ when `utterance_end_ms` is set, and `Metadata` on close.
 The transcript is scripted, not recognised: each utterance takes the next scripted item. The
 simulator listens to the audio level the way Deepgram's endpointing does: speech starts when the
 audio turns loud; once it has been silent for `hangover_s` the current segment ends, and its
-final (`is_final` + `speech_final`) is sent `final_delay_s` after speech ended (never before
-`hangover_s`). An item may hold segments split by "|" (a sentence with a pause in the middle);
-each final sends the next one. Speech after `utterance_gap_s` of silence starts the next item.
+final (`is_final` + `speech_final`) is sent `final_delay_s` after speech ended (the wall time
+of the first silent sample, known because audio arrives in real time; never before
+`hangover_s` of silence has arrived). An item may hold segments split by "|" (a sentence
+with a pause in the middle); each final sends the next one. Speech after `utterance_gap_s` of
+silence starts the next item.
 """
 
 from __future__ import annotations
@@ -124,6 +126,8 @@ class _Stream:
         self.window = self.rate * _WINDOW_MS // 1000
         self.pending = b""
         self.audio_s = 0.0
+        self.received_at = 0.0
+        self.received_s = 0.0
         self.speaking = False
         self.segment_start_s = 0.0
         self.silent_since_s: float | None = None
@@ -184,6 +188,10 @@ class _Stream:
         if len(data) % 2:
             self.sim.rejected.append("linear16 audio must have an even number of bytes")
         self.pending += data
+        # Audio arrives in real time, so the newest sample is "now": a window's own wall time
+        # is now minus the audio that follows it. `final_delay_s` counts from that.
+        self.received_at = time.perf_counter()
+        self.received_s = self.audio_s + len(self.pending) / 2 / self.rate
         step = self.window * 2
         while len(self.pending) >= step:
             chunk = np.frombuffer(self.pending[:step], dtype=np.int16)
@@ -207,7 +215,7 @@ class _Stream:
             return
         if self.silent_since_s is None:
             self.silent_since_s = self.audio_s - _WINDOW_MS / 1000
-            self.silence_wall = time.perf_counter()
+            self.silence_wall = self.received_at - (self.received_s - self.silent_since_s)
         if (
             self.final_task is None
             and self.audio_s - self.silent_since_s >= self.sim.hangover_s

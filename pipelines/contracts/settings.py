@@ -124,11 +124,12 @@ class Settings(BaseSettings):
     vad_min_speech_seconds: float = Field(0.1, ge=0, le=2)
     vad_min_silence_seconds: float = Field(0.3, gt=0, le=3)
     vad_activation_threshold: float = Field(0.5, gt=0, lt=1)
-    vad_deactivation_threshold: float | None = Field(None, gt=0, lt=1)
+    vad_deactivation_threshold: float | None = Field(0.5, gt=0, lt=1)
     endpointing_min_delay: float = Field(0.2, ge=0, le=5)
     endpointing_max_delay: float = Field(3.0, gt=0, le=30)
     preemptive_generation: bool = True
     preemptive_tts: bool = True
+    preemptive_on_interims: bool = False
     deepgram_model: str = Field("nova-3", min_length=1)
     deepgram_language: str = Field("en-US", min_length=1)
     deepgram_endpointing_ms: int = Field(25, ge=0, le=10_000)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
+from livekit.agents import AgentSession
 from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
@@ -52,6 +55,7 @@ async def talk(
     utterances: tuple[Utterance, ...] | None = None,
     conn_options: SessionConnectOptions | None = None,
     settle_timeout_s: float = 30.0,
+    observe: Callable[[AgentSession[Any]], None] | None = None,
 ) -> TalkResult:
     """Play `samples` to the pipeline in real time and return what happened, turn by turn.
     Cancelling it is safe: the session and its helpers are closed."""
@@ -89,6 +93,8 @@ async def talk(
     session.output.audio = sink
     bridge.attach(session)
     tracker.attach(session)
+    if observe is not None:
+        observe(session)  # benchmarks add their own listeners
     try:
         await session.start(build_agent(options, tools))
         await asyncio.wait_for(source.finished.wait(), len(samples) / sample_rate + 10)

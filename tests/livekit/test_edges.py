@@ -26,6 +26,7 @@ def test_options_come_from_settings() -> None:
             "VAD_MIN_SILENCE_SECONDS": "0.35",
             "ENDPOINTING_MIN_DELAY": "0.1",
             "PREEMPTIVE_TTS": "false",
+            "PREEMPTIVE_ON_INTERIMS": "true",
             "TOOL_FILLER_MS": "600",
             "GATEWAY_SECRET": "x" * 32,
         }
@@ -38,10 +39,11 @@ def test_options_come_from_settings() -> None:
     assert (options.groq_temperature, options.groq_max_tokens) == (0.7, 256)
     assert options.vad.min_silence_s == 0.35 and options.vad.min_speech_s == 0.1
     assert options.tool_filler_s == 0.6
+    assert options.vad.deactivation_threshold == 0.5 and options.speculate_on_interims
     assert turn_handling(options) == {
         "turn_detection": "vad",
         "endpointing": {"mode": "fixed", "min_delay": 0.1, "max_delay": 3.0},
-        "preemptive_generation": {"enabled": True, "preemptive_tts": False},
+        "preemptive_generation": {"enabled": True, "preemptive_tts": False, "max_retries": 50},
     }
 
 

@@ -3,6 +3,7 @@ Chatterbox clients, simulators on 127.0.0.1, the shared n8n executor."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import aiohttp
@@ -233,3 +234,25 @@ async def test_deepgram_that_never_finalizes_commits_no_turn(
     before = publisher.messages[: publisher.messages.index(errors[0])]
     users = [m for m in before if isinstance(m, TranscriptUser)]
     assert users and not any(m.final for m in users)
+
+
+async def test_speculation_on_interims_answers_the_final_words(
+    providers: Providers,
+    one_plain: speech.Conversation,
+    vad: VAD,
+    http: aiohttp.ClientSession,
+) -> None:
+    providers.options = dataclasses.replace(providers.options, speculate_on_interims=True)
+    result, publisher = await run(providers, one_plain, vad, http, "sess-speculate")
+
+    (turn,) = [t.summary() for t in result.turns]
+    assert turn["assistant_text"] == f"(simulated) You said: {PLAIN_TEXT}"
+    asked = [
+        next(m["content"] for m in reversed(r["messages"]) if m["role"] == "user")
+        for r in providers.groq.received
+    ]
+    assert len(asked) > 1, "the model was asked before the final transcript"
+    assert any(PLAIN_TEXT.startswith(text) and text != PLAIN_TEXT for text in asked)
+    assert len(result.sounds) == 1  # cancelled attempts never reached the speaker
+    replies = [m for m in publisher.messages if isinstance(m, TranscriptAssistant)]
+    assert [m.text for m in replies] == [turn["assistant_text"]]
