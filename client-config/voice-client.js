@@ -180,6 +180,7 @@ class VoiceConnection {
 
   /** Call `step` until it succeeds, backing off between failures; null once disconnected. */
   async retrying(what, step) {
+    const label = what === "session" ? "session request" : "fallback report";
     const signal = this.abort.signal;
     for (let attempt = 1; !signal.aborted; attempt++) {
       try {
@@ -190,7 +191,7 @@ class VoiceConnection {
         if (signal.aborted) break;
         const wait = this.backoff(attempt);
         this.setStatus({
-          error: `${what === "session" ? "session request" : "fallback report"} failed: ${describe(err)}`,
+          error: `${label} failed: ${describe(err)}`,
           detail: `retrying in ${Math.round(wait / 100) / 10} s (attempt ${attempt})`,
           attempt,
         });

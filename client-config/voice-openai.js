@@ -27,11 +27,13 @@ export async function runOpenAI({ gateway, config, audio, emit, status, signal, 
   let lastError = null;
   let opened = false;
   let capture = null;
+  let closed = false;
 
   const finished = new Promise((resolve) => {
     const onAbort = () => socket.close(1000, "page disconnected");
     signal.addEventListener("abort", onAbort, { once: true });
     socket.addEventListener("close", (event) => {
+      closed = true;
       signal.removeEventListener("abort", onAbort);
       if (signal.aborted) return resolve({ reason: "disconnected", opened });
       const why = lastError
@@ -46,7 +48,11 @@ export async function runOpenAI({ gateway, config, audio, emit, status, signal, 
     log("relay open");
     status({ phase: "connected", detail: null, error: null });
     try {
-      capture = await audio.startCapture((frame) => sendAudio(socket, frame, audio.counters));
+      const send = (frame) => sendAudio(socket, frame, audio.counters);
+      const opening = await audio.startCapture(send);
+      // The socket may have closed while the microphone was opening: then nobody stops it below.
+      if (closed) opening.stop();
+      else capture = opening;
     } catch (err) {
       lastError = { type: "voice.error", code: "microphone", message: describe(err), fatal: true };
       emit(lastError);
@@ -74,7 +80,7 @@ export async function runOpenAI({ gateway, config, audio, emit, status, signal, 
     }
     const state = asStateMessage(message);
     if (state) {
-      if (state.type === "voice.error") lastError = state;
+      if (state.type === "voice.error" && state.fatal) lastError = state;
       emit(state);
       return;
     }
