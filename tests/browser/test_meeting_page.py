@@ -283,3 +283,19 @@ def test_gateway_errors_show_as_text_and_the_page_keeps_retrying(
     assert len(session_requests) >= 3
     assert body_data(page)["phase"] == "connecting"
     assert "retrying in" in page.locator("#status-line").inner_text()
+
+
+def test_disconnect_closes_the_relay_and_the_audio(
+    stack: Stack, page: Page, page_log: PageLog
+) -> None:
+    page.goto(stack.launch(mode="openai"))
+    wait_for(page, "document.body.dataset.phase === 'connected'", timeout_s=10, log=page_log)
+    wait_for(page, "window.voicePage.voice.stats().sentSamples > 0", timeout_s=10, log=page_log)
+
+    page.evaluate("window.voicePage.voice.disconnect()")
+
+    sim = stack.realtime
+    stack.loop.run(sim.wait_for(lambda: sim.open_connections == 0, within=5))
+    assert body_data(page)["phase"] == "disconnected"
+    assert page.evaluate("window.voicePage.voice.stats().sampleRate") is None  # audio closed
+    assert stack.simulator(lambda s: s.connections) == 1
