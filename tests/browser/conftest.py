@@ -89,6 +89,13 @@ class BackgroundLoop:
         self.loop.close()
 
 
+async def _pending_tasks() -> list[str]:
+    """Tasks still running on the servers' loop, once a loop turn let finishing ones end."""
+    await asyncio.sleep(0)
+    current = asyncio.current_task()
+    return [repr(t.get_coro()) for t in asyncio.all_tasks() if t is not current and not t.done()]
+
+
 async def _cancel_others() -> None:
     current = asyncio.current_task()
     others = [t for t in asyncio.all_tasks() if t is not current]
@@ -354,6 +361,8 @@ def stack(background_loop: BackgroundLoop) -> Iterator[Stack]:
         )
     finally:
         loop.run(exits.aclose())
+        leaked = loop.run(_pending_tasks())
+        assert not leaked, f"the servers left asyncio tasks behind: {leaked}"
 
 
 # The turn is over: the assistant's answer is on the page and the agent listens again.
