@@ -19,7 +19,7 @@ class RelayConfig:
     options: RealtimeOptions = field(default_factory=RealtimeOptions)
     limits: RelayLimits = field(default_factory=RelayLimits)
     max_session_seconds: float = 55 * 60
-    client_queue_messages: int = 512
+    client_stall_s: float = 5.0
     upstream_open_timeout_s: float = 10.0
     n8n_base_url: str | None = None
     n8n_timeout_s: float | None = None
@@ -49,7 +49,7 @@ class RelayConfig:
                 max_messages_per_second=settings.relay_max_messages_per_second,
             ),
             max_session_seconds=settings.relay_max_session_seconds,
-            client_queue_messages=settings.relay_client_queue_messages,
+            client_stall_s=settings.relay_client_stall_seconds,
             upstream_open_timeout_s=settings.relay_upstream_open_timeout_seconds,
             n8n_base_url=settings.n8n_webhook_base_url,
             n8n_timeout_s=settings.n8n_timeout_seconds,

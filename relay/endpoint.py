@@ -43,7 +43,12 @@ class RelayEndpoint:
             await websocket.close(exc.code, exc.reason)
             return
         session = RelaySession(
-            websocket, session_id=ticket.session_id, config=self.config, subprotocol=subprotocol
+            websocket,
+            receive,
+            send,
+            session_id=ticket.session_id,
+            config=self.config,
+            subprotocol=subprotocol,
         )
         await session.run()
 

@@ -1,9 +1,14 @@
 """One relay session: the thin asyncio layer around `RelayProtocol`.
 
-Three pumps run per session: client -> upstream (reads, gates, sends), upstream -> client
-(forwards every event as is, then the protocol's state messages), and the client writer that
-drains a bounded queue. Whichever pump ends first decides how the session ends; the others,
-any running tool calls and both sockets are then closed, so nothing outlives the session.
+Two pumps run per session: client -> upstream (reads, gates, sends) and upstream -> client
+(forwards every event as is, then the protocol's state messages). Whichever ends first decides
+how the session ends; the other, any running tool calls and both sockets are then closed, so
+nothing outlives the session.
+
+Memory is bounded both ways without a queue of our own: each pump holds one frame at a time,
+the server's and the upstream client's receive queues are bounded (so a stalled side pushes
+back through TCP), and sending to the client waits while the transport's write buffer is above
+its high-water mark. A client that stays stalled for `client_stall_s` is closed with 1013.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Sequence
 
+from starlette.types import Receive, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
@@ -34,40 +40,67 @@ log = logging.getLogger("voicegw.relay")
 
 UPSTREAM_CLOSE_TIMEOUT_S = 0.5
 CLIENT_CLOSE_TIMEOUT_S = 1.0
+WATCH_INTERVAL_S = 0.25
 _MAX_UPSTREAM_FRAME = 16 * 1024 * 1024
+_UPSTREAM_MAX_QUEUE = 64  # frames the upstream client buffers before it stops reading
 _CLIENT_GONE = Close(1000, "client gone")
-_END = ""  # queue sentinel: the writer stops after what came before it
+# uvicorn reports a client that went away mid-send as one of these.
+_CLIENT_ERRORS = (OSError, RuntimeError, WebSocketException, WebSocketDisconnect)
 
 
 def _fatal(code: str, message: str) -> VoiceError:
     return VoiceError(code=code, message=message, fatal=True)
 
 
+_UPSTREAM_CLOSED = Close(
+    1011, "upstream closed", _fatal("upstream_closed", "the OpenAI Realtime session ended")
+)
+_TOO_SLOW = Close(
+    1013,
+    "client too slow",
+    _fatal("client_too_slow", "the client did not keep up with the audio; reconnect"),
+)
+
+
+class _ClientGone(Exception):
+    pass
+
+
 class RelaySession:
-    """Relays one accepted client WebSocket to one upstream OpenAI Realtime session."""
+    """Relays one client WebSocket to one upstream OpenAI Realtime session."""
 
     def __init__(
-        self, websocket: WebSocket, *, session_id: str, config: RelayConfig, subprotocol: str | None
+        self,
+        websocket: WebSocket,
+        receive: Receive,
+        send: Send,
+        *,
+        session_id: str,
+        config: RelayConfig,
+        subprotocol: str | None,
     ) -> None:
-        """`websocket` is not yet accepted; `session_id` comes from the redeemed ticket."""
+        """`websocket` is not yet accepted; `receive`/`send` are its raw ASGI callables (the
+        hot path skips Starlette's per-message checks); `session_id` comes from the ticket."""
         self._ws = websocket
+        self._receive = receive
+        self._send = send
         self._session_id = session_id
         self._config = config
         self._subprotocol = subprotocol
         self._core = RelayProtocol(config.options, limits=config.limits)
-        self._out: asyncio.Queue[str] = asyncio.Queue(config.client_queue_messages)
         self._upstream: ClientConnection | None = None
         self._tools: set[asyncio.Task[None]] = set()
         self._executor = N8nExecutor(config.n8n_base_url, timeout_s=config.n8n_timeout_s)
         self._done: asyncio.Future[Close] = asyncio.get_running_loop().create_future()
         self._client_gone = False
+        self._sends = 0  # client sends in flight
+        self._stalled_since: float | None = None
 
     async def run(self) -> None:
         """Run to the end. Cancelling it is safe: everything is closed on the way out."""
         started = time.monotonic()
         close = Close(1011, "internal error", _fatal("internal", "the relay failed"))
         pumps: list[asyncio.Task[Close]] = []
-        writer: asyncio.Task[Close] | None = None
         try:
             await self._ws.accept(subprotocol=self._subprotocol)
             start = self._core.start()
@@ -80,32 +113,18 @@ class RelaySession:
                 )
                 return
             log.info("relay session started", extra={"session_id": self._session_id})
-            writer = asyncio.create_task(self._write_client())
             pumps = [
                 asyncio.create_task(self._pump_client()),
                 asyncio.create_task(self._pump_upstream()),
             ]
-            for task in (*pumps, writer):
+            for task in pumps:
                 task.add_done_callback(self._pump_ended)
             early = await self._perform(start)
             if early is not None:
                 self._finish(early)
-            try:
-                async with asyncio.timeout(self._config.max_session_seconds):
-                    close = await self._done
-            except TimeoutError:
-                minutes = self._config.max_session_seconds / 60
-                close = Close(
-                    1000,
-                    "session limit",
-                    _fatal(
-                        "session_expired",
-                        f"the session reached its maximum length ({minutes:g} min); "
-                        "start a new one",
-                    ),
-                )
+            close = await self._watch(started + self._config.max_session_seconds)
         finally:
-            await self._shutdown(pumps, writer, close)
+            await self._shutdown(pumps, close)
             log.info(
                 "relay session ended",
                 extra={
@@ -116,10 +135,32 @@ class RelaySession:
                 },
             )
 
+    async def _watch(self, deadline: float) -> Close:
+        """Wait for the session's end: a pump's verdict, the session limit, or a stalled client."""
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                minutes = self._config.max_session_seconds / 60
+                return Close(
+                    1000,
+                    "session limit",
+                    _fatal(
+                        "session_expired",
+                        f"the session reached its maximum length ({minutes:g} min); "
+                        "start a new one",
+                    ),
+                )
+            stalled = self._stalled_since
+            if stalled is not None and now - stalled >= self._config.client_stall_s:
+                return _TOO_SLOW
+            await asyncio.wait((self._done,), timeout=min(WATCH_INTERVAL_S, deadline - now))
+            if self._done.done():
+                return self._done.result()
+
     # -- pumps -------------------------------------------------------------------------------
 
     async def _pump_client(self) -> Close:
-        receive, core, clock = self._ws.receive, self._core, time.monotonic
+        receive, core, clock = self._receive, self._core, time.monotonic
         limit = self._config.limits.max_frame_bytes
         while True:
             message = await receive()
@@ -139,12 +180,11 @@ class RelaySession:
 
     async def _pump_upstream(self) -> Close:
         assert self._upstream is not None
-        core, enqueue, clock = self._core, self._enqueue, time.monotonic
+        core, send, clock = self._core, self._send_client, time.monotonic
         try:
             async for message in self._upstream:
                 text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-                if not enqueue(text):
-                    return self._too_slow()
+                await send(text)
                 actions = core.upstream_event(text, clock())
                 if actions:
                     close = await self._perform(actions)
@@ -152,36 +192,25 @@ class RelaySession:
                         return close
         except ConnectionClosed:
             pass
-        return Close(
-            1011, "upstream closed", _fatal("upstream_closed", "the OpenAI Realtime session ended")
-        )
-
-    async def _write_client(self) -> Close:
-        get, send = self._out.get, self._ws.send_text
-        try:
-            while True:
-                text = await get()
-                if text is _END:
-                    return _CLIENT_GONE
-                await send(text)
-        except (OSError, RuntimeError, WebSocketException, WebSocketDisconnect):
-            # The client went away under us (the server reports it as one of these).
-            self._client_gone = True
+        except _ClientGone:
             return _CLIENT_GONE
+        return _UPSTREAM_CLOSED
 
-    def _enqueue(self, text: str) -> bool:
+    async def _send_client(self, text: str) -> None:
+        """Send one text frame to the client; waits while its transport is above high water.
+        Raises _ClientGone when the client has gone."""
+        if self._sends == 0:
+            self._stalled_since = time.monotonic()
+        self._sends += 1
         try:
-            self._out.put_nowait(text)
-        except asyncio.QueueFull:
-            return False
-        return True
-
-    def _too_slow(self) -> Close:
-        return Close(
-            1013,
-            "client too slow",
-            _fatal("client_too_slow", "the client did not keep up with the audio; reconnect"),
-        )
+            await self._send({"type": "websocket.send", "text": text})
+        except _CLIENT_ERRORS:
+            self._client_gone = True
+            raise _ClientGone from None
+        finally:
+            self._sends -= 1
+            if self._sends == 0:
+                self._stalled_since = None
 
     async def _perform(self, actions: Sequence[Action]) -> Close | None:
         """Carry out the protocol's actions in order; a Close ends the session."""
@@ -192,14 +221,12 @@ class RelaySession:
                     try:
                         await self._upstream.send(text)
                     except ConnectionClosed:
-                        return Close(
-                            1011,
-                            "upstream closed",
-                            _fatal("upstream_closed", "the OpenAI Realtime session ended"),
-                        )
+                        return _UPSTREAM_CLOSED
                 case ToClient(text=text):
-                    if not self._enqueue(text):
-                        return self._too_slow()
+                    try:
+                        await self._send_client(text)
+                    except _ClientGone:
+                        return _CLIENT_GONE
                 case StartTool():
                     task = asyncio.create_task(self._run_tool(action))
                     self._tools.add(task)
@@ -233,6 +260,7 @@ class RelaySession:
                 open_timeout=config.upstream_open_timeout_s,
                 close_timeout=UPSTREAM_CLOSE_TIMEOUT_S,
                 max_size=_MAX_UPSTREAM_FRAME,
+                max_queue=_UPSTREAM_MAX_QUEUE,
                 compression=None,
             )
         except (OSError, TimeoutError, WebSocketException) as exc:
@@ -261,36 +289,20 @@ class RelaySession:
         )
         self._finish(Close(1011, "internal error", _fatal("internal", "the relay failed")))
 
-    async def _shutdown(
-        self, pumps: list[asyncio.Task[Close]], writer: asyncio.Task[Close] | None, close: Close
-    ) -> None:
+    async def _shutdown(self, pumps: list[asyncio.Task[Close]], close: Close) -> None:
         for task in (*pumps, *self._tools):
             task.cancel()
         await asyncio.gather(*pumps, *self._tools, return_exceptions=True)
         if self._upstream is not None:
             await self._upstream.close()
         await self._executor.aclose()
-        if writer is not None and not writer.done():
-            # Flush what is queued, then the final error, unless the client cannot take it.
-            if close.code != 1013:
-                if close.error is not None:
-                    self._enqueue(close.error.to_json())
-                self._enqueue(_END)
-            try:
-                async with asyncio.timeout(CLIENT_CLOSE_TIMEOUT_S):
-                    await asyncio.shield(writer)
-            except TimeoutError:
-                pass
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-        elif close.error is not None and not self._client_gone:
-            await self._client_call(self._ws.send_text(close.error.to_json()))
-        if not self._client_gone and self._ws.application_state != WebSocketState.DISCONNECTED:
-            await self._client_call(self._ws.close(close.code, close.reason))
+        if self._client_gone or self._ws.application_state == WebSocketState.DISCONNECTED:
+            return
+        if close.error is not None and close.code != _TOO_SLOW.code:
+            await self._client_call(self._send_client(close.error.to_json()))
+        await self._client_call(self._ws.close(close.code, close.reason))
 
     async def _client_call(self, call: Awaitable[None]) -> None:
-        with contextlib.suppress(
-            OSError, RuntimeError, WebSocketException, WebSocketDisconnect, TimeoutError
-        ):
+        with contextlib.suppress(*_CLIENT_ERRORS, _ClientGone, TimeoutError):
             async with asyncio.timeout(CLIENT_CLOSE_TIMEOUT_S):
                 await call

@@ -79,6 +79,7 @@ class RealtimeSimulator:
     echo: bool = False
     validate_outgoing: bool = True
     drop_after_audio_deltas: int | None = None
+    default_reply: Reply = field(default_factory=Say)
     received: list[dict[str, Any]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     connections: int = 0
@@ -91,11 +92,11 @@ class RealtimeSimulator:
         self.app = Starlette(routes=[WebSocketRoute("/v1/realtime", self._handle)])
 
     def script(self, *replies: Reply) -> None:
-        """The next responses, in order; after them every response is a default `Say()`."""
+        """The next responses, in order; after them every response is `default_reply`."""
         self._script.extend(replies)
 
     def next_reply(self) -> Reply:
-        return self._script.pop(0) if self._script else Say()
+        return self._script.pop(0) if self._script else self.default_reply
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         return [e for e in self.received if e.get("type") == type_]
@@ -243,10 +244,10 @@ class _Connection:
         return detection
 
     async def on_append(self, data: dict[str, Any]) -> None:
-        pcm = base64.b64decode(data["audio"])
         if self.sim.echo:
-            await self.echo(data, pcm)
+            await self.echo(data)
             return
+        pcm = base64.b64decode(data["audio"])
         ms = len(pcm) / BYTES_PER_MS
         detection = self.turn_detection()
         if detection is not None:
@@ -457,7 +458,7 @@ class _Connection:
             event("response.output_item.done", response_id=response_id, output_index=0, item=item)
         )
 
-    async def echo(self, data: dict[str, Any], pcm: bytes) -> None:
+    async def echo(self, data: dict[str, Any]) -> None:
         if self.echo_response is None:
             self.echo_response = new_id("resp")
             await self.send(

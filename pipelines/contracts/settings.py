@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     relay_max_frame_bytes: int = Field(2 * 1024 * 1024, ge=1024, le=16 * 1024 * 1024)
     relay_max_messages_per_second: int = Field(200, ge=10, le=10_000)
     relay_max_session_seconds: float = Field(55 * 60, gt=0, le=24 * 3600)
-    relay_client_queue_messages: int = Field(512, ge=16, le=65_536)
+    relay_client_stall_seconds: float = Field(5.0, gt=0, le=60)
     relay_upstream_open_timeout_seconds: float = Field(10.0, gt=0, le=60)
 
     # -- livekit pipeline ----------------------------------------------------------------

@@ -91,11 +91,12 @@ async def test_client_that_cannot_keep_up_is_closed_1013(
 ) -> None:
     realtime.validate_outgoing = False
     realtime.script(Say(audio_ms=600_000))  # ten minutes of audio, as fast as it goes
-    async with relay_with(relay_env, RELAY_CLIENT_QUEUE_MESSAGES="16") as relay:
+    async with relay_with(relay_env, RELAY_CLIENT_STALL_SECONDS="0.5") as relay:
         ticket = await relay.ticket()
         async with connect(f"{relay.server.ws_url}/v1/realtime?ticket={ticket}", max_queue=1) as ws:
             await ws.send(json.dumps({"type": "response.create"}))
-            # Never read: the relay's queue fills behind the socket and it gives up.
+            # Never read: the socket's buffers fill, the relay's sends stall, and it gives up.
+            await realtime.wait_for(lambda: realtime.connections == 1)
             await realtime.wait_for(lambda: realtime.open_connections == 0, within=20.0)
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
