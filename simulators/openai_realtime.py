@@ -7,6 +7,10 @@ appended pcm16 audio, and answers with scripted replies: audio streamed as
 with "(simulated)". A test scripts replies (`script()`), reads what arrived (`received`,
 `violations`), and waits on conditions (`wait_for()`) instead of sleeping.
 
+`speak=True` voices `Say` replies with espeak-ng (when installed; else the tone), and
+`response_delay_s` holds each response back after `response.created`, as a model's time to
+first audio would.
+
 `echo=True` is the benchmark mode: every appended chunk comes straight back as an audio delta
 whose `item_id` is the append's `event_id`, so a client can time each frame pair.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -39,6 +44,7 @@ from .realtime_events import (
     session_object,
     user_audio_item,
 )
+from .speech import have_espeak, speak
 
 SAMPLE_RATE = 24_000
 BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
@@ -80,6 +86,8 @@ class RealtimeSimulator:
     validate_outgoing: bool = True
     drop_after_audio_deltas: int | None = None
     default_reply: Reply = field(default_factory=Say)
+    response_delay_s: float = 0.0  # model time: response.created → first output
+    speak: bool = False  # say replies with espeak-ng (when installed) instead of a tone
     received: list[dict[str, Any]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     connections: int = 0
@@ -345,6 +353,8 @@ class _Connection:
             event("response.created", response=response_object(response_id, "in_progress", []))
         )
         try:
+            if self.sim.response_delay_s:
+                await asyncio.sleep(self.sim.response_delay_s)
             if isinstance(reply, Say):
                 await self.say(reply, response_id, output)
             else:
@@ -383,10 +393,11 @@ class _Connection:
         part = {"type": "audio", "transcript": ""}
         await self.send(event("response.content_part.added", **ids, content_index=0, part=part))
         words = reply.text.split(" ")
-        chunks = max(1, reply.audio_ms // CHUNK_MS)
+        audio = await self.reply_audio(reply)
+        chunks = len(audio)
         spoken: list[str] = []
         for index in range(chunks):
-            delta = base64.b64encode(_tone(CHUNK_MS, index)).decode()
+            delta = base64.b64encode(audio[index]).decode()
             await self.send(
                 event("response.output_audio.delta", **ids, content_index=0, delta=delta)
             )
@@ -421,6 +432,14 @@ class _Connection:
         await self.send(
             event("response.output_item.done", response_id=response_id, output_index=0, item=item)
         )
+
+    async def reply_audio(self, reply: Say) -> list[bytes]:
+        """The reply as 20 ms pcm16 chunks: espeak-ng speech, or a tone of `audio_ms`."""
+        if self.sim.speak and have_espeak():
+            pcm = await asyncio.to_thread(_spoken, reply.text)
+            step = BYTES_PER_MS * CHUNK_MS
+            return [pcm[i : i + step] for i in range(0, len(pcm), step)]
+        return [_tone(CHUNK_MS, index) for index in range(max(1, reply.audio_ms // CHUNK_MS))]
 
     async def call_tool(
         self, reply: CallTool, response_id: str, output: list[dict[str, Any]]
@@ -499,6 +518,11 @@ def _tone(ms: int, index: int, hz: float = 220.0, amplitude: float = 0.2) -> byt
 def tone(ms: int, amplitude: float = 0.3) -> bytes:
     """pcm16 24 kHz speech stand-in for tests: loud enough for the simulator's VAD."""
     return _tone(ms, 0, amplitude=amplitude)
+
+
+@functools.lru_cache(maxsize=64)
+def _spoken(text: str) -> bytes:
+    return speak(text, sample_rate=SAMPLE_RATE).tobytes()
 
 
 def silence(ms: int) -> bytes:
