@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+from pydantic import SecretStr
 
 from pipelines.contracts import ConfigError, Settings, load_settings
 
 from .logs import configure_logging
 
 log = logging.getLogger("voicegw.cli")
+
+PROVIDER_KEYS = ("OPENAI_API_KEY", "DEEPGRAM_API_KEY", "GROQ_API_KEY", "CHATTERBOX_API_KEY")
+PROFILE_NAMES = ("published", "fast", "slow", "jittery", "instant")
 
 
 def settings_or_exit() -> Settings:
@@ -36,21 +43,137 @@ def main(log_level: str) -> None:
     configure_logging(log_level)
 
 
+def with_overrides(settings: Settings, env: dict[str, str]) -> Settings:
+    """`settings` pointed at other endpoints (the simulators' known-good values)."""
+    update: dict[str, Any] = {
+        name.lower(): SecretStr(value) if name.endswith("_API_KEY") else value
+        for name, value in env.items()
+    }
+    return settings.model_copy(update=update)
+
+
+def simulate_by_default(settings: Settings) -> bool:
+    """In dev with no provider key at all, the gateway runs on its simulators."""
+    return settings.voicegw_env == "dev" and all(
+        settings.value_of(name) is None for name in PROVIDER_KEYS
+    )
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--simulate/--no-simulate",
+    default=None,
+    help="run every provider as a local simulator [default: on in dev when no provider key is set]",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(PROFILE_NAMES),
+    default="published",
+    show_default=True,
+    help="simulator latency profile",
+)
+def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
     """Run the gateway (session issuing, relay, page)."""
+    settings = settings_or_exit()
+    if simulate is None:
+        simulate = simulate_by_default(settings)
+    if simulate and settings.voicegw_env == "production":
+        click.echo("voicegw: --simulate is for dev; production talks to real providers", err=True)
+        sys.exit(2)
+    asyncio.run(_serve(settings, host, port, profile if simulate else None))
+
+
+async def _serve(settings: Settings, host: str, port: int, profile: str | None) -> None:
+    import contextlib
+
     import uvicorn
 
     from .app import create_app
 
+    async with contextlib.AsyncExitStack() as stack:
+        if profile is not None:
+            from simulators.profiles import simulated_providers
+
+            sims = await stack.enter_async_context(simulated_providers(profile))
+            settings = with_overrides(settings, sims.env)
+            log.warning(
+                "SIMULATED PROVIDERS: no provider key is set, so OpenAI Realtime, Deepgram, "
+                "Groq, Chatterbox and n8n are local simulators and every reply is simulated",
+                extra={"profile": profile},
+            )
+        log.info(
+            "gateway starting", extra={"host": host, "port": port, "env": settings.voicegw_env}
+        )
+        config = uvicorn.Config(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            ws_max_size=16 * 1024 * 1024,
+        )
+        await uvicorn.Server(config).serve()
+
+
+@main.command()
+@click.option("--simulate", is_flag=True, help="measure against local simulators (offline)")
+@click.option(
+    "--profile",
+    type=click.Choice(PROFILE_NAMES),
+    default="published",
+    show_default=True,
+    help="simulator latency profile (with --simulate)",
+)
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="a WAV file or a directory of them; repeatable [default: the shipped samples]",
+)
+@click.option("--turns", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="print the raw per-turn figures as JSON")
+def compare(
+    simulate: bool, profile: str, inputs: tuple[Path, ...], turns: int, as_json: bool
+) -> None:
+    """The same utterances through both modes: per-stage p50/p95, cost, plan criteria."""
+    from .compare import load_recordings, render_table, sample_recordings
+
     settings = settings_or_exit()
-    app = create_app(settings)
-    log.info("gateway starting", extra={"host": host, "port": port, "env": settings.voicegw_env})
-    uvicorn.run(
-        app, host=host, port=port, log_config=None, access_log=False, ws_max_size=16 * 1024 * 1024
-    )
+    if not simulate:
+        needed = ("DEEPGRAM_API_KEY", "GROQ_API_KEY", "CHATTERBOX_API_KEY", "OPENAI_API_KEY")
+        missing = [name for name in needed if settings.value_of(name) is None]
+        if missing:
+            click.echo(f"voicegw: compare needs {', '.join(missing)} (or --simulate)", err=True)
+            sys.exit(2)
+    try:
+        recordings = load_recordings(list(inputs)) if inputs else sample_recordings()
+    except ValueError as exc:
+        click.echo(f"voicegw: {exc}", err=True)
+        sys.exit(2)
+    result = asyncio.run(_compare(settings, recordings, turns, profile if simulate else None))
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(render_table(result, profile=result.get("profile")))
+
+
+async def _compare(
+    settings: Settings, recordings: Any, turns: int, profile: str | None
+) -> dict[str, Any]:
+    from .compare import run_compare
+
+    if profile is None:
+        return await run_compare(settings, recordings, turns=turns)
+    from simulators.profiles import simulated_providers
+
+    async with simulated_providers(profile, speak_replies=False) as sims:
+        result = await run_compare(
+            with_overrides(settings, sims.env), recordings, turns=turns, sims=sims
+        )
+    return {"profile": profile, **result}
 
 
 @main.command()

@@ -1,0 +1,177 @@
+"""Latency profiles for the simulators, selectable by name, and one way to start them all.
+
+A profile says how long each simulated provider takes: Deepgram's final transcript after the
+audio turns silent, Groq's time to first token and token rate, Chatterbox's time to first
+byte, and OpenAI Realtime's time from the end of the user's turn to the first audio delta.
+`jittery` draws each of them per turn from a seeded log-normal spread around the published
+figures, so a comparison shows how each mode degrades and still repeats exactly.
+
+`simulated_providers()` starts every simulator on 127.0.0.1 and yields the environment that
+points Settings at them: `voicegw serve --simulate`, `voicegw talk --simulate` and
+`voicegw compare --simulate` share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from .chatterbox import ChatterboxSimulator
+from .deepgram import DeepgramSimulator
+from .groq import GroqSimulator
+from .n8n import N8nSimulator
+from .openai_realtime import RealtimeSimulator
+from .server import serve
+
+
+@dataclass(frozen=True)
+class Delay:
+    """A latency in seconds around `median_s`; `sigma` > 0 spreads it log-normally."""
+
+    median_s: float
+    sigma: float = 0.0
+
+    def sample(self, rng: random.Random) -> float:
+        if self.sigma == 0 or self.median_s == 0:
+            return self.median_s
+        return rng.lognormvariate(math.log(self.median_s), self.sigma)
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    name: str
+    description: str
+    stt_final: Delay  # Deepgram: final transcript after the audio turns silent
+    llm_ttft: Delay  # Groq: time to first token
+    llm_tokens_per_s: float  # Groq: stream rate after the first token (0: all at once)
+    tts_ttfb: Delay  # Chatterbox: time to first audio byte
+    realtime_response: Delay  # OpenAI Realtime: end of the user's turn → first audio delta
+    seed: int = 7
+
+
+PROFILES: dict[str, LatencyProfile] = {
+    profile.name: profile
+    for profile in (
+        LatencyProfile(
+            "published",
+            "the plan's figures: STT final +150 ms, LLM TTFT 200 ms, TTS TTFB 200 ms; "
+            "OpenAI Realtime first audio 300 ms after its VAD ends the turn",
+            stt_final=Delay(0.150),
+            llm_ttft=Delay(0.200),
+            llm_tokens_per_s=750.0,
+            tts_ttfb=Delay(0.200),
+            realtime_response=Delay(0.300),
+        ),
+        LatencyProfile(
+            "fast",
+            "providers at their best: 20 ms STT, 60 ms TTFT, 50 ms TTFB, realtime 120 ms",
+            stt_final=Delay(0.020),
+            llm_ttft=Delay(0.060),
+            llm_tokens_per_s=1500.0,
+            tts_ttfb=Delay(0.050),
+            realtime_response=Delay(0.120),
+        ),
+        LatencyProfile(
+            "slow",
+            "a bad day: 400 ms STT, 700 ms TTFT, 500 ms TTFB, realtime 900 ms",
+            stt_final=Delay(0.400),
+            llm_ttft=Delay(0.700),
+            llm_tokens_per_s=150.0,
+            tts_ttfb=Delay(0.500),
+            realtime_response=Delay(0.900),
+        ),
+        LatencyProfile(
+            "jittery",
+            "the published medians with a seeded log-normal spread (sigma 0.5) per turn",
+            stt_final=Delay(0.150, 0.5),
+            llm_ttft=Delay(0.200, 0.5),
+            llm_tokens_per_s=750.0,
+            tts_ttfb=Delay(0.200, 0.5),
+            realtime_response=Delay(0.300, 0.5),
+        ),
+        LatencyProfile(
+            "instant",
+            "no provider time at all: what is left is turn detection and our own code",
+            stt_final=Delay(0.0),
+            llm_ttft=Delay(0.0),
+            llm_tokens_per_s=0.0,
+            tts_ttfb=Delay(0.0),
+            realtime_response=Delay(0.0),
+        ),
+    )
+}
+
+
+def profile_named(name: str) -> LatencyProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown latency profile {name!r}; choose one of {', '.join(PROFILES)}"
+        ) from None
+
+
+@dataclass
+class SimulatedProviders:
+    """Every simulator, running; `env` points Settings at them."""
+
+    profile: LatencyProfile
+    deepgram: DeepgramSimulator
+    groq: GroqSimulator
+    chatterbox: ChatterboxSimulator
+    realtime: RealtimeSimulator
+    n8n: N8nSimulator
+    env: dict[str, str] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next_turn(self) -> None:
+        """Draw this turn's latencies (a fixed profile draws the same values every time)."""
+        p, rng = self.profile, self.rng
+        self.deepgram.final_delay_s = p.stt_final.sample(rng)
+        self.groq.ttft_s = p.llm_ttft.sample(rng)
+        self.groq.tokens_per_s = p.llm_tokens_per_s
+        self.chatterbox.ttfb_s = p.tts_ttfb.sample(rng)
+        self.realtime.response_delay_s = p.realtime_response.sample(rng)
+
+
+@contextlib.asynccontextmanager
+async def simulated_providers(
+    profile: LatencyProfile | str = "published", *, speak_replies: bool = True
+) -> AsyncIterator[SimulatedProviders]:
+    """Start every provider simulator on a free port of 127.0.0.1 until the block ends.
+    `speak_replies` has the OpenAI Realtime simulator speak its replies with espeak-ng
+    (when installed) instead of a tone."""
+    if isinstance(profile, str):
+        profile = profile_named(profile)
+    sims = SimulatedProviders(
+        profile=profile,
+        deepgram=DeepgramSimulator(),
+        groq=GroqSimulator(),
+        chatterbox=ChatterboxSimulator(),
+        realtime=RealtimeSimulator(speak=speak_replies),
+        n8n=N8nSimulator(),
+        rng=random.Random(profile.seed),
+    )
+    sims.next_turn()
+    async with (
+        serve(sims.deepgram.app) as deepgram,
+        serve(sims.groq.app) as groq,
+        serve(sims.chatterbox.app) as chatterbox,
+        serve(sims.realtime.app) as realtime,
+        serve(sims.n8n.app) as n8n,
+    ):
+        sims.env = {
+            "DEEPGRAM_API_KEY": sims.deepgram.api_key,
+            "DEEPGRAM_BASE_URL": f"{deepgram.ws_url}/v1/listen",
+            "GROQ_API_KEY": sims.groq.api_key,
+            "GROQ_BASE_URL": f"{groq.url}/openai/v1",
+            "CHATTERBOX_API_KEY": sims.chatterbox.api_key,
+            "CHATTERBOX_BASE_URL": f"{chatterbox.url}/v1",
+            "OPENAI_API_KEY": sims.realtime.api_key,
+            "OPENAI_REALTIME_URL": f"{realtime.ws_url}/v1/realtime",
+            "N8N_WEBHOOK_BASE_URL": n8n.url,
+        }
+        yield sims
