@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,37 +34,51 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
     base = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("VOICE", "GATEWAY_", "LIVEKIT_", "OPENAI_", "N8N_"))
+        if not k.startswith(
+            (
+                "VOICE",
+                "GATEWAY_",
+                "LIVEKIT_",
+                "OPENAI_",
+                "N8N_",
+                "DEEPGRAM_",
+                "GROQ_",
+                "CHATTERBOX_",
+            )
+        )
     }
     return {**base, **extra}
 
 
 @contextlib.contextmanager
-def running_gateway(env: dict[str, str]) -> Iterator[str]:
+def running_gateway(env: dict[str, str], stderr: list[str] | None = None) -> Iterator[str]:
+    """`voicegw serve` until the block ends; its stderr lines go into `stderr` after it exits."""
     port = free_port()
-    proc = subprocess.Popen(
-        [*VOICEGW, "serve", "--port", str(port)],
-        env=clean_env(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            try:
-                httpx.get(f"{url}/healthz", timeout=1).raise_for_status()
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "gateway did not come up in 30 s"
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stderr:
-            proc.stderr.close()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [*VOICEGW, "serve", "--port", str(port)],
+            env=clean_env(env),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                assert proc.poll() is None, f"voicegw serve exited with {proc.returncode}"
+                try:
+                    httpx.get(f"{url}/healthz", timeout=1).raise_for_status()
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "gateway did not come up in 30 s"
+                    time.sleep(0.05)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            log.seek(0)
+            if stderr is not None:
+                stderr += log.read().decode().splitlines()
 
 
 def test_bad_configuration_exits_2_naming_every_variable() -> None:
@@ -99,9 +114,24 @@ def test_production_without_secrets_refuses_to_start() -> None:
     assert "GATEWAY_API_KEY" in result.stderr
 
 
-def test_serve_with_no_environment_answers_healthz() -> None:
-    with running_gateway({}) as url:
+def test_serve_with_no_environment_runs_on_simulators_and_says_so() -> None:
+    lines: list[str] = []
+    with running_gateway({}, stderr=lines) as url:
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"{url}/readyz").status_code == 200  # every mode has a provider
+        session = httpx.get(f"{url}/v1/session", params={"mode": "openai"}).json()
+        assert session["relay"]["url"] == "/v1/realtime"
+    said = [line for line in lines if "SIMULATED PROVIDERS" in line]
+    assert len(said) == 1
+
+
+def test_a_provider_key_turns_simulation_off() -> None:
+    lines: list[str] = []
+    with running_gateway({"OPENAI_API_KEY": "sk-real-looking"}, stderr=lines) as url:
+        ready = httpx.get(f"{url}/readyz").json()
+    assert ready["modes"]["openai"]["ready"] is True
+    assert lines and not [line for line in lines if "SIMULATED PROVIDERS" in line]
+    assert "sk-real-looking" not in "\n".join(lines)
 
 
 def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:

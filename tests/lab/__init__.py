@@ -1,0 +1,1 @@
+"""Tests of the latency lab: profiles, simulate mode, compare."""
