@@ -1,0 +1,517 @@
+"""Relay overhead: what the relay adds per event, its CPU and memory per session, and churn.
+
+    .venv/bin/python -m bench.relay_overhead [--sessions 1,50,100] [--seconds 8] [--churn 1000]
+
+Three processes on 127.0.0.1: the OpenAI Realtime simulator in echo mode (every appended
+chunk comes straight back as `response.output_audio.delta` whose `item_id` is the append's
+`event_id`), the gateway with the relay mounted (uvicorn, as `voicegw serve` runs it), and
+this load generator. Each session streams 20 ms pcm16 chunks at real-time rate and times each
+frame pair (append out -> its delta back). The same load runs directly against the simulator
+and through the relay, in the same run, and the difference is what the relay adds (two hops:
+client -> upstream and upstream -> client, with validation and state translation on).
+
+CPU per frame pair is the relay process's user+system time over the measured window divided
+by the frame pairs it carried; RSS per session is the growth with every session connected.
+The churn run opens and closes sessions (half of them abruptly, mid-response) and reads the
+relay process's live task and socket counts, and its RSS, before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import random
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
+
+CHUNK_S = 0.020
+CHUNK = base64.b64encode(bytes(480 * 2)).decode()  # 20 ms of pcm16 silence at 24 kHz
+API_KEY = "sk-simulated-openai-key"
+
+
+# -- child processes -------------------------------------------------------------------------
+
+
+def _serve_simulator(port: int) -> None:
+    import uvicorn
+
+    from simulators.openai_realtime import RealtimeSimulator, Say
+
+    sim = RealtimeSimulator(
+        api_key=API_KEY,
+        echo=True,
+        validate_outgoing=False,
+        default_reply=Say(audio_ms=3000, pace=True),
+    )
+    uvicorn.run(sim.app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
+                ws_per_message_deflate=False)  # fmt: skip
+
+
+def _serve_relay(port: int, upstream: str) -> None:
+    import uvicorn
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from gateway.app import create_app
+    from pipelines.contracts import load_settings
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(process_stats())
+
+    settings = load_settings(
+        {
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_REALTIME_URL": upstream,
+            "OPENAI_TURN_DETECTION": "none",
+            "VOICE_DEFAULT_MODE": "openai",
+            "RELAY_MAX_SESSION_SECONDS": "600",
+        }
+    )
+    app = create_app(settings, extra_routes=[Route("/debug/stats", stats)])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
+                ws_per_message_deflate=False)  # fmt: skip
+
+
+def _serve_passthrough(port: int, upstream: str) -> None:
+    """The floor to compare with: a bare Python WebSocket pass-through (websockets on both
+    sides, uvloop, no auth, no parsing, no validation, no state)."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def handle(client: ServerConnection) -> None:
+        async with connect(
+            f"{upstream}?model=gpt-realtime",
+            additional_headers={"Authorization": f"Bearer {API_KEY}"},
+            compression=None,
+            max_size=None,
+        ) as up:
+
+            async def down() -> None:
+                async for message in up:
+                    await client.send(message)
+
+            task = asyncio.create_task(down())
+            try:
+                async for message in client:
+                    await up.send(message)
+            finally:
+                task.cancel()
+
+    async def main() -> None:
+        async with serve(handle, "127.0.0.1", port, compression=None, max_size=None):
+            await asyncio.Future()
+
+    import uvloop
+
+    uvloop.run(main())
+
+
+def process_stats() -> dict[str, Any]:
+    """This process's live asyncio tasks, open sockets and RSS."""
+    sockets = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                sockets += 1
+    return {"tasks": len(asyncio.all_tasks()), "sockets": sockets, "rss_kb": rss_kb(os.getpid())}
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def child(*args: str, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    command = [sys.executable, "-m", "bench.relay_overhead", *args]
+    if args[0] == "_relay" and os.environ.get("BENCH_RELAY_COMMAND"):
+        command = [sys.executable, os.environ["BENCH_RELAY_COMMAND"], *args[1:]]
+    process = await asyncio.create_subprocess_exec(*command)
+    try:
+        for _ in range(400):
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await writer.wait_closed()
+                break
+            await asyncio.sleep(0.05)
+        yield process
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+# -- load --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    ws_url: str
+    http_url: str | None  # the gateway, for tickets; None = straight to the simulator
+
+    async def open(self, http: httpx.AsyncClient, session_id: str) -> ClientConnection:
+        if self.http_url is None:
+            return await connect(
+                f"{self.ws_url}?model=gpt-realtime",
+                additional_headers={"Authorization": f"Bearer {API_KEY}"},
+                compression=None,
+                max_size=None,
+            )
+        response = await http.get(
+            f"{self.http_url}/v1/session", params={"mode": "openai", "session_id": session_id}
+        )
+        response.raise_for_status()
+        ticket = response.json()["relay"]["ticket"]
+        return await connect(
+            self.ws_url,
+            additional_headers={"Authorization": f"Bearer {ticket}"},
+            compression=None,
+            max_size=None,
+        )
+
+
+@dataclass
+class Run:
+    rtts_ms: list[float] = field(default_factory=list)
+    pairs: int = 0
+    lost: int = 0
+
+
+_DELTA_PREFIX = '{"type":"response.output_audio.delta"'
+
+
+class StreamingClient(asyncio.Protocol):
+    """A lean WebSocket client (websockets' sans-I/O protocol on a bare asyncio transport), so
+    the load generator spends little CPU per frame and its own jitter stays out of the numbers.
+    Sends a 20 ms chunk every 20 ms (scheduled with call_at, no task per session) and times
+    each chunk's echo."""
+
+    def __init__(self, url: str, headers: dict[str, str], ready_type: str, run: Run) -> None:
+        self._ws = ClientProtocol(parse_uri(url), max_size=None)
+        self._request = self._ws.connect()
+        for name, value in headers.items():
+            self._request.headers[name] = value
+        self._ready_type = ready_type
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._run = run
+        self._sent: dict[str, float] = {}
+        self._seq = 0
+        self._measure_from = self._until = 0.0
+        self._next = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self._ws.send_request(self._request)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self._ws.receive_data(data)
+        for event in self._ws.events_received():
+            if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                self._on_text(bytes(event.data).decode())
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("closed before ready"))
+
+    def _on_text(self, text: str) -> None:
+        if text.startswith(_DELTA_PREFIX):
+            start = text.index('"item_id":"') + 11
+            t0 = self._sent.pop(text[start : text.index('"', start)], None)
+            if t0 is not None and t0 >= self._measure_from:
+                self._run.rtts_ms.append((time.perf_counter() - t0) * 1000)
+                self._run.pairs += 1
+        elif not self.ready.done() and f'"type":"{self._ready_type}"' in text[:40]:
+            self.ready.set_result(None)
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        for data in self._ws.data_to_send():
+            if data:
+                self.transport.write(data)
+
+    def start(self, measure_from: float, until: float) -> None:
+        self._measure_from, self._until = measure_from, until
+        loop = asyncio.get_running_loop()
+        self._next = loop.time() + random.random() * CHUNK_S
+        self._timer = loop.call_at(self._next, self._tick)
+
+    def _tick(self) -> None:
+        if time.perf_counter() >= self._until:
+            self._timer = None
+            return
+        self._seq += 1
+        key = str(self._seq)
+        self._sent[key] = time.perf_counter()
+        self._ws.send_text(
+            ('{"type":"input_audio_buffer.append","event_id":"' + key + '","audio":"'
+             + CHUNK + '"}').encode()
+        )  # fmt: skip
+        self._flush()
+        self._next += CHUNK_S
+        self._timer = asyncio.get_running_loop().call_at(self._next, self._tick)
+
+    def finish(self) -> None:
+        """Count unanswered chunks and close cleanly."""
+        self._run.lost += len(self._sent)
+        self._sent.clear()
+        self._ws.send_close(1000)
+        self._flush()
+        assert self.transport is not None
+        self.transport.close()
+
+
+async def open_streaming(
+    target: Target, http: httpx.AsyncClient, session_id: str, run: Run
+) -> StreamingClient:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    url = f"{target.ws_url}?model=gpt-realtime"
+    if target.http_url is not None:
+        response = await http.get(
+            f"{target.http_url}/v1/session", params={"mode": "openai", "session_id": session_id}
+        )
+        response.raise_for_status()
+        headers = {"Authorization": f"Bearer {response.json()['relay']['ticket']}"}
+        url = target.ws_url
+    ready = "session.updated" if target.http_url is not None else "session.created"
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(
+        lambda: StreamingClient(url, headers, ready, run),
+        "127.0.0.1",
+        int(url.split(":")[2].split("/")[0]),
+    )
+    await client.ready
+    return client
+
+
+async def wait_ready(ws: ClientConnection, relayed: bool) -> None:
+    wanted = "session.updated" if relayed else "session.created"
+    async for message in ws:
+        if json.loads(message)["type"] == wanted:
+            return
+
+
+async def load(
+    target: Target, sessions: int, seconds: float, relay_pid: int | None
+) -> dict[str, Any]:
+    run = Run()
+    async with httpx.AsyncClient() as http:
+        clients = [
+            await open_streaming(target, http, f"bench-{target.name}-{i}", run)
+            for i in range(sessions)
+        ]
+    rss_idle = rss_kb(relay_pid) if relay_pid else 0
+    warmup = 1.0
+    measure_from = time.perf_counter() + warmup
+    until = measure_from + seconds
+    for client in clients:
+        client.start(measure_from, until)
+    cpu = await _cpu_window(relay_pid, warmup, seconds)
+    await asyncio.sleep(max(0.0, until - time.perf_counter()) + 0.3)  # last echoes
+    rss_busy = rss_kb(relay_pid) if relay_pid else 0
+    for client in clients:
+        client.finish()
+    await asyncio.sleep(0.2)
+    rtts = sorted(run.rtts_ms)
+    return {
+        "p50": _pct(rtts, 50),
+        "p95": _pct(rtts, 95),
+        "p99": _pct(rtts, 99),
+        "pairs": run.pairs,
+        "lost": run.lost,
+        "cpu_us_per_pair": cpu * 1e6 / run.pairs if run.pairs and relay_pid else None,
+        "rss_idle_kb": rss_idle,
+        "rss_busy_kb": rss_busy,
+    }
+
+
+async def _cpu_window(pid: int | None, warmup: float, seconds: float) -> float:
+    if pid is None:
+        return 0.0
+    await asyncio.sleep(warmup)
+    before = cpu_seconds(pid)
+    await asyncio.sleep(seconds)
+    return cpu_seconds(pid) - before
+
+
+def _pct(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    index = min(len(values) - 1, max(0, round(pct / 100 * len(values)) - 1))
+    return values[index]
+
+
+# -- churn -------------------------------------------------------------------------------------
+
+
+async def churn_one(target: Target, http: httpx.AsyncClient, index: int) -> None:
+    ws = await target.open(http, f"churn-{index}")
+    try:
+        await wait_ready(ws, relayed=True)
+        for _ in range(3):
+            await ws.send('{"type":"input_audio_buffer.append","audio":"' + CHUNK + '"}')
+        await ws.send('{"type":"response.create"}')
+        async for message in ws:
+            if isinstance(message, str) and '"response.output_audio.delta"' in message[:40]:
+                break
+        if index % 2:
+            ws.transport.abort()  # vanish mid-response: no close frame
+    finally:
+        await ws.close()
+
+
+async def churn(target: Target, total: int, stats_url: str, relay_pid: int) -> dict[str, Any]:
+    async with httpx.AsyncClient() as http:
+
+        async def settled() -> dict[str, Any]:
+            # Sessions wind down within about a second; give them two.
+            await asyncio.sleep(2.0)
+            stats: dict[str, Any] = (await http.get(stats_url)).json()
+            return stats
+
+        batch = 50
+        for start in range(0, 100, batch):  # warm-up: allocator and caches reach steady state
+            await asyncio.gather(*(churn_one(target, http, i) for i in range(start, start + batch)))
+        before = await settled()
+        started = time.perf_counter()
+        for start in range(0, total, batch):
+            await asyncio.gather(
+                *(churn_one(target, http, 1000 + i) for i in range(start, start + batch))
+            )
+        elapsed = time.perf_counter() - started
+        after = await settled()
+    return {"before": before, "after": after, "sessions": total, "seconds": round(elapsed, 1),
+            "rss_pid_kb": rss_kb(relay_pid)}  # fmt: skip
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+async def main(sessions: list[int], seconds: float, churn_total: int) -> None:
+    sim_port, relay_port, bare_port = free_port(), free_port(), free_port()
+    upstream = f"ws://127.0.0.1:{sim_port}/v1/realtime"
+    direct = Target("direct", upstream, None)
+    bare = Target("bare pass-through", f"ws://127.0.0.1:{bare_port}/", None)
+    relayed = Target(
+        "relay", f"ws://127.0.0.1:{relay_port}/v1/realtime", f"http://127.0.0.1:{relay_port}"
+    )
+    async with (
+        child("_simulator", str(sim_port), port=sim_port),
+        child("_relay", str(relay_port), upstream, port=relay_port) as relay_process,
+        child("_passthrough", str(bare_port), upstream, port=bare_port) as bare_process,
+    ):
+        rows: list[tuple[int, str, dict[str, Any], dict[str, Any]]] = []
+        for count in sessions:
+            base = await load(direct, count, seconds, None)
+            for target, pid in ((bare, bare_process.pid), (relayed, relay_process.pid)):
+                result = await load(target, count, seconds, pid)
+                rows.append((count, target.name, base, result))
+                print(f"{count} {target.name}: direct {base} | {result}", flush=True)
+        print()
+        print(_table(rows))
+        if churn_total:
+            result = await churn(
+                relayed,
+                churn_total,
+                f"http://127.0.0.1:{relay_port}/debug/stats",
+                relay_process.pid,
+            )
+            print()
+            print(_churn_table(result))
+
+
+def _table(rows: list[tuple[int, str, dict[str, Any], dict[str, Any]]]) -> str:
+    lines = [
+        "| sessions | path | frame pairs | RTT p50 / p95 / p99 (ms) | direct p50 / p95 / p99 (ms) "
+        "| added p50 / p95 / p99 (ms) | CPU µs per frame pair | RSS per session (KiB) | lost |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for count, name, base, result in rows:
+        added = [result[p] - base[p] for p in ("p50", "p95", "p99")]
+        per_session = (result["rss_busy_kb"] - result["rss_idle_kb"]) / count
+        lines.append(
+            f"| {count} | {name} | {result['pairs']} "
+            f"| {result['p50']:.2f} / {result['p95']:.2f} / {result['p99']:.2f} "
+            f"| {base['p50']:.2f} / {base['p95']:.2f} / {base['p99']:.2f} "
+            f"| {added[0]:+.2f} / {added[1]:+.2f} / {added[2]:+.2f} "
+            f"| {result['cpu_us_per_pair']:.0f} "
+            f"| {per_session:.0f} "
+            f"| {result['lost']} |"
+        )
+    return "\n".join(lines)
+
+
+def _churn_table(result: dict[str, Any]) -> str:
+    before, after = result["before"], result["after"]
+    return "\n".join(
+        [
+            f"churn: {result['sessions']} sessions (half closed abruptly mid-response) "
+            f"in {result['seconds']} s",
+            "| relay process | before | after |",
+            "|---|---|---|",
+            f"| asyncio tasks | {before['tasks']} | {after['tasks']} |",
+            f"| open sockets | {before['sockets']} | {after['sockets']} |",
+            f"| RSS (MiB) | {before['rss_kb'] / 1024:.1f} | {after['rss_kb'] / 1024:.1f} |",
+        ]
+    )
+
+
+def cli() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_simulator":
+        _serve_simulator(int(sys.argv[2]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_passthrough":
+        _serve_passthrough(int(sys.argv[2]), sys.argv[3])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_relay":
+        _serve_relay(int(sys.argv[2]), sys.argv[3])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sessions", default="1,50,100", help="comma-separated session counts")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per run")
+    parser.add_argument("--churn", type=int, default=1000, help="sessions for the churn run")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.sessions.split(",") if n]
+    import uvloop  # under uvicorn[standard]; the relay process runs on it too
+
+    uvloop.run(main(counts, args.seconds, args.churn))
+
+
+if __name__ == "__main__":
+    cli()
