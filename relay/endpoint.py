@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from .config import RelayConfig
-from .session import RelaySession
+from .session import RelaySession, upstream_log
 from .tickets import TicketError, TicketRedeemer
 
 log = logging.getLogger("voicegw.relay")
+
+_TICKET_IN_QUERY = re.compile(r"(ticket=)[^&\s\"]+")
+
+_SECRET_HEADERS = frozenset({"authorization", "sec-websocket-protocol"})
 
 SUBPROTOCOL = "realtime"
 KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
@@ -36,6 +41,8 @@ class RelayEndpoint:
         # long as the process. Left in the collector's generations, each full collection walks
         # them all: a ~65 ms stall of every live session, the relay's worst latency tail.
         gc.freeze()
+        redact_secrets_in(logging.getLogger("uvicorn.error"))
+        redact_secrets_in(upstream_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
@@ -73,3 +80,32 @@ def credentials(websocket: WebSocket) -> tuple[str | None, str | None]:
                 token = protocol[len(KEY_SUBPROTOCOL_PREFIX) :] or None
                 break
     return token, subprotocol
+
+
+class RedactSecrets(logging.Filter):
+    """Keeps tickets and keys out of the WebSocket libraries' logs: uvicorn logs each accepted
+    path with its query string, and websockets logs every handshake header at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not isinstance(args, tuple) or not args:
+            return True
+        if (
+            len(args) == 2
+            and isinstance(args[0], str)
+            and args[0].lower() in _SECRET_HEADERS
+            and record.msg in ("< %s: %s", "> %s: %s")
+        ):
+            record.args = (args[0], "<redacted>")
+        elif any(isinstance(arg, str) and "ticket=" in arg for arg in args):
+            record.args = tuple(
+                _TICKET_IN_QUERY.sub(r"\1<redacted>", arg) if isinstance(arg, str) else arg
+                for arg in args
+            )
+        return True
+
+
+def redact_secrets_in(logger: logging.Logger) -> logging.Logger:
+    if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+        logger.addFilter(RedactSecrets())
+    return logger

@@ -37,6 +37,7 @@ from pipelines.openai_realtime import (
 from .config import RelayConfig
 
 log = logging.getLogger("voicegw.relay")
+upstream_log = logging.getLogger("voicegw.relay.upstream")
 
 UPSTREAM_CLOSE_TIMEOUT_S = 0.5
 CLIENT_CLOSE_TIMEOUT_S = 1.0
@@ -262,6 +263,7 @@ class RelaySession:
                 max_size=_MAX_UPSTREAM_FRAME,
                 max_queue=_UPSTREAM_MAX_QUEUE,
                 compression=None,
+                logger=upstream_log,
             )
         except (OSError, TimeoutError, WebSocketException) as exc:
             # The exception text can carry the URL and response headers: log its type only.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from websockets.asyncio.client import connect
@@ -13,7 +14,7 @@ from relay.tickets import issue_ticket
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.server import RunningServer
 
-from .conftest import Relay
+from .conftest import API_KEY, Relay
 
 
 async def refused_code(relay: Relay, ticket: str) -> int:
@@ -72,11 +73,41 @@ async def test_missing_ticket_is_refused(
     assert realtime.connections == 0
 
 
-async def test_ticket_in_query(relay: Relay, gateway: RunningServer) -> None:
+async def test_ticket_in_query(
+    relay: Relay, gateway: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
     ticket = await relay.ticket()
-    async with connect(f"{gateway.ws_url}/v1/realtime?ticket={ticket}") as ws:
-        assert json.loads(await ws.recv())["type"] == "agent.state"
-        assert json.loads(await ws.recv())["type"] == "session.created"
+    with caplog.at_level(logging.DEBUG):
+        async with connect(f"{gateway.ws_url}/v1/realtime?ticket={ticket}") as ws:
+            assert json.loads(await ws.recv())["type"] == "agent.state"
+            assert json.loads(await ws.recv())["type"] == "session.created"
+    assert any("ticket=<redacted>" in r.getMessage() for r in caplog.records)
+    assert_no_secrets(caplog, ticket)
+
+
+def assert_no_secrets(caplog: pytest.LogCaptureFixture, *secrets: str) -> None:
+    """Nothing the server side logged (the test's own client aside) shows a secret."""
+    server_side = [r for r in caplog.records if r.name != "websockets.client"]
+    assert server_side
+    for record in server_side:
+        for secret in secrets:
+            assert secret not in record.getMessage(), record.name
+
+
+async def test_sdk_handshake_logs_no_secrets(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    ticket = await relay.ticket()
+    client = relay.client(ticket)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            async with client.realtime.connect(model="gpt-realtime") as connection:
+                await connection.recv_bytes()
+                await connection.recv_bytes()
+    finally:
+        await client.close()
+    assert any("<redacted>" in r.getMessage() for r in caplog.records)
+    assert_no_secrets(caplog, ticket, API_KEY)
 
 
 async def test_ticket_as_browser_subprotocol(relay: Relay, gateway: RunningServer) -> None:
