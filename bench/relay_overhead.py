@@ -11,7 +11,8 @@ and through the relay, in the same run, and the difference is what the relay add
 client -> upstream and upstream -> client, with validation and state translation on).
 
 CPU per frame pair is the relay process's user+system time over the measured window divided
-by the frame pairs it carried; RSS per session is the growth with every session connected.
+by the frame pairs it carried; RSS per session is the process's growth from before the
+sessions opened to the end of the measured window, over the session count.
 The churn run opens and closes sessions (half of them abruptly, mid-response) and reads the
 relay process's live task and socket counts, and its RSS, before and after.
 """
@@ -331,12 +332,12 @@ async def load(
     target: Target, sessions: int, seconds: float, relay_pid: int | None
 ) -> dict[str, Any]:
     run = Run()
+    rss_before = rss_kb(relay_pid) if relay_pid else 0
     async with httpx.AsyncClient() as http:
         clients = [
             await open_streaming(target, http, f"bench-{target.name}-{i}", run)
             for i in range(sessions)
         ]
-    rss_idle = rss_kb(relay_pid) if relay_pid else 0
     warmup = 1.0
     measure_from = time.perf_counter() + warmup
     until = measure_from + seconds
@@ -356,7 +357,7 @@ async def load(
         "pairs": run.pairs,
         "lost": run.lost,
         "cpu_us_per_pair": cpu * 1e6 / run.pairs if run.pairs and relay_pid else None,
-        "rss_idle_kb": rss_idle,
+        "rss_before_kb": rss_before,
         "rss_busy_kb": rss_busy,
     }
 
@@ -464,7 +465,7 @@ def _table(rows: list[tuple[int, str, dict[str, Any], dict[str, Any]]]) -> str:
     ]
     for count, name, base, result in rows:
         added = [result[p] - base[p] for p in ("p50", "p95", "p99")]
-        per_session = (result["rss_busy_kb"] - result["rss_idle_kb"]) / count
+        per_session = (result["rss_busy_kb"] - result["rss_before_kb"]) / count
         lines.append(
             f"| {count} | {name} | {result['pairs']} "
             f"| {result['p50']:.2f} / {result['p95']:.2f} / {result['p99']:.2f} "

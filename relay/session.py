@@ -114,15 +114,17 @@ class RelaySession:
                 )
                 return
             log.info("relay session started", extra={"session_id": self._session_id})
+            # Our session.update goes first: no client frame can overtake it.
+            early = await self._perform(start)
+            if early is not None:
+                close = early
+                return
             pumps = [
                 asyncio.create_task(self._pump_client()),
                 asyncio.create_task(self._pump_upstream()),
             ]
             for task in pumps:
                 task.add_done_callback(self._pump_ended)
-            early = await self._perform(start)
-            if early is not None:
-                self._finish(early)
             close = await self._watch(started + self._config.max_session_seconds)
         finally:
             await self._shutdown(pumps, close)
@@ -162,7 +164,6 @@ class RelaySession:
 
     async def _pump_client(self) -> Close:
         receive, core, clock = self._receive, self._core, time.monotonic
-        limit = self._config.limits.max_frame_bytes
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -171,10 +172,8 @@ class RelaySession:
             text = message.get("text")
             if text is not None:
                 actions = core.client_frame(text, clock())
-            elif len(message.get("bytes") or b"") > limit:
-                actions = core.client_frame(" " * (limit + 1), clock())  # the same 1009 close
             else:
-                actions = core.binary_frame()
+                actions = core.binary_frame(len(message.get("bytes") or b""))
             close = await self._perform(actions)
             if close is not None:
                 return close

@@ -146,7 +146,7 @@ class RelayProtocol:
             len(text) * 4 > self.limits.max_frame_bytes
             and len(text.encode()) > self.limits.max_frame_bytes
         ):
-            return (Close(1009, "frame too large", _fatal("frame_too_large", self._too_large())),)
+            return (self._too_large_close(),)
         if not self._rate.allow(now):
             rate = self.limits.max_messages_per_second
             return (
@@ -169,11 +169,20 @@ class RelayProtocol:
             return (ToUpstream(verdict.text), ToClient(verdict.warning.to_json()))
         return (ToUpstream(verdict.text),)
 
-    def binary_frame(self) -> Sequence[Action]:
+    def binary_frame(self, size: int) -> Sequence[Action]:
+        """A binary frame of `size` bytes: events are JSON text, so it is refused (or, when
+        oversize, closes the session like an oversize text frame)."""
+        if size > self.limits.max_frame_bytes:
+            return (self._too_large_close(),)
         return (ToClient(_error("binary_not_allowed", "events are JSON text frames").to_json()),)
 
-    def _too_large(self) -> str:
-        return f"a frame may be at most {self.limits.max_frame_bytes} bytes"
+    def _too_large_close(self) -> Close:
+        limit = self.limits.max_frame_bytes
+        return Close(
+            1009,
+            "frame too large",
+            _fatal("frame_too_large", f"a frame may be at most {limit} bytes"),
+        )
 
     # -- upstream -> client ------------------------------------------------------------------
 

@@ -261,3 +261,11 @@ def test_malformed_upstream_events_are_forwarded_untranslated() -> None:
     assert core.upstream_event('{"type":"response.done","response":7}', 0.0) == ()
     assert core.upstream_event('{"type":"rate_limits.updated","rate_limits":[]}', 0.0) == ()
     assert core.malformed_upstream == 2
+
+
+def test_binary_frames_are_refused_and_oversize_ones_close() -> None:
+    core = RelayProtocol(RealtimeOptions(), limits=RelayLimits(1024, 10))
+    (refused,) = core.binary_frame(10)
+    assert isinstance(refused, ToClient) and "binary_not_allowed" in refused.text
+    (closed,) = core.binary_frame(2048)
+    assert isinstance(closed, Close) and closed.code == 1009
