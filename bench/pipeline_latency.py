@@ -16,7 +16,7 @@ Stages per turn (ms):
 One utterance in three has a 300 ms pause mid-sentence; a turn committed inside an utterance is a
 premature cut-off (counted, and left out of the latency figures).
 
-    .venv/bin/python -m bench.pipeline_latency            # chosen + LiveKit defaults, ~8 min
+    .venv/bin/python -m bench.pipeline_latency            # every configuration, ~17 min
     .venv/bin/python -m bench.pipeline_latency --configs chosen --profiles zero --utterances 8
 """
 
@@ -283,7 +283,7 @@ def main() -> None:
     parser.add_argument(
         "--configs",
         nargs="+",
-        default=["chosen", "livekit-default", "llm-preemption-only", "silence-0.2"],
+        default=["chosen", "livekit-default", "speculative", "no-preemption", "silence-0.2"],
     )
     parser.add_argument(
         "--profiles", nargs="+", default=["zero", "published"], choices=sorted(PROFILES)

@@ -205,16 +205,6 @@ def build_session(
 ) -> AgentSession[None]:
     """The AgentSession of the pipeline. `http_session` is required outside a LiveKit job
     (tests, `voicegw talk`); inside a job the plugins use the job's shared session."""
-    if conn_options is None:
-        return AgentSession(
-            vad=vad,
-            stt=build_stt(options, http_session),
-            llm=build_llm(options),
-            tts=build_tts(options, http_session),
-            turn_handling=turn_handling(options),
-            user_away_timeout=None,
-            transcription_timeout=options.transcription_timeout_s,
-        )
     return AgentSession(
         vad=vad,
         stt=build_stt(options, http_session),
@@ -223,7 +213,7 @@ def build_session(
         turn_handling=turn_handling(options),
         user_away_timeout=None,
         transcription_timeout=options.transcription_timeout_s,
-        conn_options=conn_options,
+        conn_options=conn_options if conn_options is not None else NOT_GIVEN,
     )
 
 

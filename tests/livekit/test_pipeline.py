@@ -22,6 +22,8 @@ from pipelines.contracts import (
 from pipelines.livekit.state import RecordingPublisher
 from pipelines.livekit.talk import TalkResult, talk
 from simulators import speech
+from simulators.chatterbox import ChatterboxSimulator
+from simulators.server import serve
 
 from .conftest import FAST_FAIL, PLAIN_TEXT, TOOL_TEXT, Providers
 
@@ -256,3 +258,28 @@ async def test_speculation_on_interims_answers_the_final_words(
     assert len(result.sounds) == 1  # cancelled attempts never reached the speaker
     replies = [m for m in publisher.messages if isinstance(m, TranscriptAssistant)]
     assert [m.text for m in replies] == [turn["assistant_text"]]
+
+
+async def test_fallback_tts_speaks_when_chatterbox_fails(
+    providers: Providers,
+    one_plain: speech.Conversation,
+    vad: VAD,
+    http: aiohttp.ClientSession,
+) -> None:
+    providers.chatterbox.fail_status = 500
+    second = ChatterboxSimulator(api_key="second-key")
+    async with serve(second.app) as backup:
+        providers.options = dataclasses.replace(
+            providers.options,
+            fallback_tts_base_url=f"{backup.url}/v1",
+            fallback_tts_api_key=second.api_key,
+        )
+        result, _ = await run(
+            providers, one_plain, vad, http, "sess-fallback", conn_options=FAST_FAIL
+        )
+
+    assert providers.chatterbox.received, "the primary was tried first"
+    assert [r["input"] for r in second.received] == [f"(simulated) You said: {PLAIN_TEXT}"]
+    assert len(result.sounds) == 1
+    (turn,) = [t.summary() for t in result.turns]
+    assert turn["assistant_text"] == f"(simulated) You said: {PLAIN_TEXT}"
