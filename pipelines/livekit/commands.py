@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -48,6 +49,9 @@ def agent(mode: str) -> None:
     from .worker import create_server
 
     dev = mode == "dev"
+    # The runner installs its own root handler (JSON on stdout, colored in dev); drop the
+    # CLI's so each line is written once. Library level caps set by the CLI stay.
+    logging.getLogger().handlers.clear()
     _run_worker(
         create_server(_settings()),
         proto.CliArgs(log_level=_log_level(), dev=dev, log_format="colored" if dev else "json"),
