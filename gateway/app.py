@@ -33,9 +33,12 @@ from .errors import ApiError, api_error_handler, http_error_handler
 from .launcher import Launcher, RecallClient
 from .openapi import openapi_document
 from .sessions import (
+    FALLBACK_STICKY_MAX,
+    FALLBACK_STICKY_S,
     SESSION_ID_PATTERN,
     LaunchRequest,
     SessionIssuer,
+    StickySet,
     check_session_id,
     check_user,
     new_session_id,
@@ -74,6 +77,9 @@ class Gateway:
         self.issuer = SessionIssuer(settings)
         self.production = settings.voicegw_env == "production"
         self.fallbacks_reported = 0
+        # Sessions whose page fell back from livekit stay on openai for a meeting's length, so
+        # the page's reconnects and reloads never route it back into a broken livekit path.
+        self.fell_back = StickySet(ttl_s=FALLBACK_STICKY_S, max_size=FALLBACK_STICKY_MAX)
         self.started_at = datetime.now(UTC)
         self.issued: Counter[tuple[Mode, Reason]] = Counter()
         self.breaker = breaker or Breaker(
@@ -174,7 +180,12 @@ class Gateway:
         else:
             user = check_user(q.get("user"))
             session_id = session_id or new_session_id()
-        mode, reason = self._route(session_id, user, requested)
+        mode: Mode
+        reason: Reason
+        if session_id in self.fell_back and self.issuer.policy.force_mode is None:
+            mode, reason = "openai", "fallback"
+        else:
+            mode, reason = self._route(session_id, user, requested)
         config = self.issuer.issue(
             session_id=session_id,
             user=user,
@@ -206,6 +217,7 @@ class Gateway:
             extra={"session_id": body.session_id, "fallback_reason": body.reason},
         )
         self.breaker.record_failure(body.session_id)
+        self.fell_back.add(body.session_id)
         config = self.issuer.issue(
             session_id=body.session_id, user=user, mode="openai", reason="fallback", launch=None
         )

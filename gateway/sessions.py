@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -202,3 +204,32 @@ class SessionIssuer:
 
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(int(epoch), UTC)
+
+
+FALLBACK_STICKY_S = 4 * 3600.0
+FALLBACK_STICKY_MAX = 100_000
+
+
+class StickySet:
+    """Session ids remembered for `ttl_s` (monotonic clock), the oldest dropped beyond
+    `max_size`, so a flood of reports cannot grow memory."""
+
+    def __init__(
+        self, *, ttl_s: float, max_size: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl_s, self._max_size, self._clock = ttl_s, max_size, clock
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, key: str) -> None:
+        self._until.pop(key, None)
+        self._until[key] = self._clock() + self._ttl_s
+        while len(self._until) > self._max_size:
+            self._until.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str) or key not in self._until:
+            return False
+        if self._until[key] <= self._clock():
+            del self._until[key]
+            return False
+        return True

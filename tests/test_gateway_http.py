@@ -12,6 +12,7 @@ import pytest
 from livekit import api
 
 from gateway.app import create_app
+from gateway.sessions import StickySet
 from pipelines.contracts import SessionConfig, load_settings
 from relay.tickets import TicketRedeemer
 from simulators.server import serve
@@ -246,3 +247,35 @@ async def test_unknown_path_is_a_json_404() -> None:
         response = await client.get("/nope")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_a_fallen_back_session_stays_on_openai_when_it_reconnects() -> None:
+    env = {**DEV, "VOICE_ALLOW_MODE_OVERRIDE": "false", "VOICE_LIVEKIT_ALLOWLIST": "ana"}
+    async with gateway(env) as client:
+        before = await session(client, session_id="s9", user="ana")
+        report = {"session_id": "s9", "reason": "livekit_connect_failed"}
+        assert (await client.post("/v1/session/fallback", json=report)).status_code == 200
+        after = await session(client, session_id="s9", user="ana", mode="openai")
+        other = await session(client, session_id="s10", user="ana")
+    assert (before.mode, before.reason) == ("livekit", "allowlist")
+    assert (after.mode, after.reason) == ("openai", "fallback")
+    assert (other.mode, other.reason) == ("livekit", "allowlist")  # only that session
+
+
+async def test_the_kill_switch_still_beats_a_sticky_fallback() -> None:
+    async with gateway({**DEV, "VOICE_FORCE_MODE": "livekit"}) as client:
+        report = {"session_id": "s9", "reason": "agent_timeout"}
+        await client.post("/v1/session/fallback", json=report)
+        config = await session(client, session_id="s9")
+    assert (config.mode, config.reason) == ("livekit", "forced")
+
+
+def test_sticky_set_forgets_after_its_ttl_and_beyond_its_size() -> None:
+    now = [0.0]
+    sticky = StickySet(ttl_s=10, max_size=2, clock=lambda: now[0])
+    sticky.add("a")
+    sticky.add("b")
+    sticky.add("c")  # "a" is the oldest: dropped
+    assert ("a" in sticky, "b" in sticky, "c" in sticky) == (False, True, True)
+    now[0] = 10.0
+    assert "b" not in sticky and "c" not in sticky
