@@ -13,6 +13,8 @@ Stages per turn (ms):
 - ttft / ttfb: the turn's first LLM time to first token / first TTS time to first byte
 - commit_audio: turn committed → first agent audio (preemptive generation makes it small)
 - v2v: true end of speech → first agent audio
+- room_est: what the worker reports as voice-to-voice in a room (VAD's end of speech → agent
+  speaking), minus the true v2v
 One utterance in three has a 300 ms pause mid-sentence; a turn committed inside an utterance is a
 premature cut-off (counted, and left out of the latency figures).
 
@@ -38,6 +40,7 @@ import numpy as np
 from livekit.agents import AgentSession
 from livekit.agents.voice.events import UserInputTranscribedEvent
 
+from pipelines.livekit.latency import estimated_voice_to_voice
 from pipelines.livekit.session import PipelineOptions, VadOptions, load_vad
 from pipelines.livekit.state import RecordingPublisher
 from pipelines.livekit.talk import TalkResult, talk
@@ -110,7 +113,7 @@ class Row:
             self.stages.setdefault(stage, []).append(value)
 
 
-STAGES = ("v2v", "vad_lag", "endpoint", "stt", "ttft", "ttfb", "commit_audio")
+STAGES = ("v2v", "vad_lag", "endpoint", "stt", "ttft", "ttfb", "commit_audio", "room_est")
 
 
 def build_conversation(count: int) -> tuple[speech.Conversation, list[str]]:
@@ -204,6 +207,9 @@ def measure(
         row.turns += 1
         heard = next((s for s in result.sounds if s >= end), None)
         row.add("v2v", turn.voice_to_voice_ms)
+        estimate = estimated_voice_to_voice(turn)
+        if estimate is not None and turn.voice_to_voice_ms is not None:
+            row.add("room_est", estimate - turn.voice_to_voice_ms)
         if turn.vad_end_at is not None:
             row.add("vad_lag", (turn.vad_end_at - end - options.vad.min_silence_s) * 1000)
             row.add("endpoint", (turn.committed_at - turn.vad_end_at) * 1000)

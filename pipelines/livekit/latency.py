@@ -64,6 +64,7 @@ class Turn:
     tts_ttfb_ms: float | None = None
     voice_to_voice_ms: float | None = None
     vad_end_at: float | None = None  # when VAD reported the end of speech
+    speech_end_at: float | None = None  # where VAD places the end of speech (min silence earlier)
     committed_at: float = 0.0  # when the user's turn was committed
     speaking_at: float | None = None  # when the agent state first became "speaking"
 
@@ -95,11 +96,11 @@ class VoiceToVoice(Protocol):
 
 
 def estimated_voice_to_voice(turn: Turn) -> float | None:
-    """In a room: VAD's end of speech (late by Silero's detection lag, so this
-    under-reports by tens of ms) to the agent starting to speak."""
-    if turn.vad_end_at is None or turn.speaking_at is None:
+    """In a room: where VAD places the end of speech (late by Silero's detection lag, so
+    this under-reports by tens of ms) to the agent starting to speak."""
+    if turn.speech_end_at is None or turn.speaking_at is None:
         return None
-    return _ms(turn.speaking_at - turn.vad_end_at)
+    return _ms(turn.speaking_at - turn.speech_end_at)
 
 
 class TurnTracker:
@@ -121,6 +122,7 @@ class TurnTracker:
         self._llm: dict[str, LLMMetrics] = {}
         self._tts: dict[str, TTSMetrics] = {}
         self._vad_end_at: float | None = None
+        self._speech_end_at: float | None = None
         self._pending_user_text = ""
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: AgentSession[Any] | None = None
@@ -172,6 +174,8 @@ class TurnTracker:
     def _on_user_state(self, ev: UserStateChangedEvent) -> None:
         if ev.new_state == "listening" and ev.old_state == "speaking":
             self._vad_end_at = time.perf_counter()
+            # the event is dated back to VAD's end of speech (wall clock): move it onto ours
+            self._speech_end_at = self._vad_end_at - max(0.0, time.time() - ev.created_at)
 
     def _on_agent_state(self, ev: AgentStateChangedEvent) -> None:
         turn = self._current
@@ -212,10 +216,12 @@ class TurnTracker:
             eou_ms=_ms(m.end_of_utterance_delay),
             stt_ms=_ms(m.transcription_delay),
             vad_end_at=self._vad_end_at,
+            speech_end_at=self._speech_end_at,
             committed_at=time.perf_counter(),
         )
         self._pending_user_text = ""
         self._vad_end_at = None
+        self._speech_end_at = None
         self._current = turn
         self.turns.append(turn)
         self._fill(turn)

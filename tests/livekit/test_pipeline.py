@@ -19,6 +19,7 @@ from pipelines.contracts import (
     TranscriptUser,
     VoiceError,
 )
+from pipelines.livekit.latency import estimated_voice_to_voice
 from pipelines.livekit.state import RecordingPublisher
 from pipelines.livekit.talk import TalkResult, talk
 from simulators import speech
@@ -53,6 +54,13 @@ async def test_plain_turn(
     assert turn["tool_calls"] == []
     for stage in ("eou_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms"):
         assert turn[stage] is not None and turn[stage] >= 0, stage
+    # what the worker reports in a room, where the true end of speech is unknown: VAD's end
+    # of speech (dated back by the min silence it waited) to the agent speaking
+    (room,) = result.turns
+    assert room.speech_end_at is not None and room.vad_end_at is not None
+    assert room.speech_end_at < room.vad_end_at <= room.committed_at
+    estimate = estimated_voice_to_voice(room)
+    assert estimate is not None and estimate > 0
     # the agent's audio was played after the user stopped, and it is in the rendered output
     assert result.sounds and result.sounds[0] > result.origin + one_plain.utterances[0].end_s
     assert speech.first_sound_s(result.output, result.output_rate) is not None
