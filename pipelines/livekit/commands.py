@@ -91,7 +91,13 @@ def talk(
         sys.exit(2)
     from simulators.speech import read_wav, write_wav
 
+    from .session import PipelineOptions
+
     settings = _settings()
+    missing = PipelineOptions.from_settings(settings).missing_keys()
+    if missing and not simulate:
+        click.echo(f"voicegw talk: set {', '.join(missing)} (or use --simulate)", err=True)
+        sys.exit(2)
     samples, rate = read_wav(input_path)
     report = asyncio.run(_talk(settings, samples, rate, output_path, simulate))
     if output_path is not None:

@@ -72,6 +72,15 @@ class PipelineOptions:
     transcription_timeout_s: float = 2.0
     instructions: str = SYSTEM_PROMPT
 
+    def missing_keys(self) -> list[str]:
+        """Environment variables of the provider keys that are not set."""
+        keys = {
+            "DEEPGRAM_API_KEY": self.deepgram_api_key,
+            "GROQ_API_KEY": self.groq_api_key,
+            "CHATTERBOX_API_KEY": self.chatterbox_api_key,
+        }
+        return [name for name, value in keys.items() if not value]
+
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineOptions:
         def secret(name: str) -> str | None:

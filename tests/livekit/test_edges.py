@@ -127,3 +127,17 @@ def test_talk_json_runs_offline(
     samples, rate = speech.read_wav(played)
     heard = speech.first_sound_s(samples, rate)
     assert heard is not None and heard > one_plain.utterances[0].end_s
+
+
+def test_talk_without_keys_names_them(
+    tmp_path: Path, one_plain: speech.Conversation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GROQ_API_KEY", "set-but-secret-77")
+    for name in ("DEEPGRAM_API_KEY", "CHATTERBOX_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    source = tmp_path / "in.wav"
+    one_plain.write_wav(source)
+    result = CliRunner().invoke(main, ["talk", "--input", str(source)])
+    assert result.exit_code == 2
+    assert "DEEPGRAM_API_KEY, CHATTERBOX_API_KEY" in result.stderr
+    assert "GROQ_API_KEY" not in result.stderr and "set-but-secret-77" not in result.output
