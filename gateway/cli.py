@@ -118,6 +118,99 @@ async def _serve(settings: Settings, host: str, port: int, profile: str | None) 
 
 
 @main.command()
+@click.option(
+    "--mode", type=click.Choice(["livekit", "openai"]), default="livekit", show_default=True
+)
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="16-bit PCM WAV file of the user speaking",
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="write the agent's audio here (WAV, on the input's timeline)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+@click.option("--simulate", is_flag=True, help="run every provider as a local simulator")
+@click.option(
+    "--profile",
+    type=click.Choice(PROFILE_NAMES),
+    default="published",
+    show_default=True,
+    help="simulator latency profile (with --simulate)",
+)
+def talk(
+    mode: str,
+    input_path: Path,
+    output_path: Path | None,
+    as_json: bool,
+    simulate: bool,
+    profile: str,
+) -> None:
+    """One conversation from a WAV file, in either mode, with no LiveKit server."""
+    from pipelines.livekit.commands import missing_keys
+    from simulators.speech import read_wav, write_wav
+
+    settings = settings_or_exit()
+    if not simulate:
+        missing = missing_keys(settings) if mode == "livekit" else settings.missing_for("openai")
+        if missing:
+            click.echo(f"voicegw talk: set {', '.join(missing)} (or use --simulate)", err=True)
+            sys.exit(2)
+    samples, rate = read_wav(input_path)
+    turns, output, output_rate = asyncio.run(
+        _talk(settings, mode, samples, rate, profile if simulate else None)
+    )
+    if output_path is not None:
+        write_wav(output_path, output, output_rate)
+    if as_json:
+        click.echo(json.dumps({"mode": mode, "turns": turns}))
+        return
+    stages = ("eou_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms")
+    for number, turn in enumerate(turns, 1):
+        click.echo(f"turn {number}")
+        click.echo(f"  user:      {turn['user_text']}")
+        for call in turn["tool_calls"]:
+            arguments = json.dumps(call["arguments"])
+            click.echo(f"  tool:      {call['name']}({arguments}) -> {call['status']}")
+        click.echo(f"  assistant: {turn['assistant_text']}")
+        click.echo("  latency:   " + ", ".join(f"{s[:-3]} {_ms(turn[s])}" for s in stages))
+
+
+def _ms(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.0f} ms"
+
+
+async def _talk(
+    settings: Settings, mode: str, samples: Any, rate: int, profile: str | None
+) -> tuple[list[Any], Any, int]:
+    import contextlib
+
+    from pipelines.livekit.commands import talk_livekit
+    from simulators.server import serve
+
+    from .app import create_app
+    from .talk_openai import RATE, talk_openai
+
+    async with contextlib.AsyncExitStack() as stack:
+        if profile is not None:
+            from simulators.profiles import simulated_providers
+
+            sims = await stack.enter_async_context(simulated_providers(profile))
+            settings = with_overrides(settings, sims.env)
+        if mode == "livekit":
+            return await talk_livekit(settings, samples, rate)
+        gateway = await stack.enter_async_context(serve(create_app(settings)))
+        result = await talk_openai(gateway.url, samples, rate, model=settings.openai_realtime_model)
+        return [turn.summary() for turn in result.turns], result.output, RATE
+
+
+@main.command()
 @click.option("--simulate", is_flag=True, help="measure against local simulators (offline)")
 @click.option(
     "--profile",
@@ -228,7 +321,6 @@ def schemas(out: Path | None) -> None:
         click.echo(str(path))
 
 
-from pipelines.livekit.commands import agent, talk  # noqa: E402  (the LiveKit pipeline's commands)
+from pipelines.livekit.commands import agent  # noqa: E402  (the LiveKit pipeline's worker)
 
 main.add_command(agent)
-main.add_command(talk)

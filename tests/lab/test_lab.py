@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from gateway.app import create_app
-from gateway.cli import with_overrides
+from gateway.cli import main, with_overrides
 from gateway.compare import Recording, run_compare, summarize
 from gateway.talk_openai import talk_openai
 from pipelines.contracts import load_settings
@@ -135,3 +138,35 @@ def test_summary_percentiles_costs_and_criteria() -> None:
     assert openai["total"] is False and openai["STT"] is None
     assert livekit["cost_per_minute_usd"] == 0.0115
     assert summary["openai"]["cost_per_minute_usd"] == 0.036
+
+
+def test_talk_openai_mode_runs_offline(
+    tmp_path: Path, question: speech.Conversation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    source, played = tmp_path / "in.wav", tmp_path / "out.wav"
+    question.write_wav(source)
+    args = ["--log-level", "WARNING", "talk", "--mode", "openai", "--input", str(source)]
+    result = CliRunner().invoke(
+        main, [*args, "--output", str(played), "--json", "--simulate", "--profile", "fast"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # stdout holds only the JSON
+    assert report["mode"] == "openai"
+    [turn] = report["turns"]
+    assert set(turn) == {"user_text", "assistant_text", "tool_calls", *STAGES}
+    assert turn["assistant_text"].startswith("(simulated)")
+    samples, rate = speech.read_wav(played)
+    heard = speech.first_sound_s(samples, rate)
+    assert rate == 24_000 and heard is not None and heard > question.utterances[0].end_s
+
+
+def test_talk_openai_without_a_key_names_it(
+    tmp_path: Path, question: speech.Conversation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    source = tmp_path / "in.wav"
+    question.write_wav(source)
+    result = CliRunner().invoke(main, ["talk", "--mode", "openai", "--input", str(source)])
+    assert result.exit_code == 2
+    assert "OPENAI_API_KEY" in result.stderr
