@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -31,6 +32,22 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
     for task in leaked:
         task.cancel()
     assert not leaked, f"leaked asyncio tasks: {[t.get_coro() for t in leaked]}"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Tests that run `voicegw` in-process (CliRunner) configure logging for the whole
+    process; put it back so no test depends on which ran before it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    named = {name: logging.getLogger(name) for name in logging.root.manager.loggerDict}
+    saved = {name: (lg.level, lg.disabled) for name, lg in named.items()}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, (lg_level, disabled) in saved.items():
+        named[name].setLevel(lg_level)
+        named[name].disabled = disabled
 
 
 @pytest.fixture
