@@ -21,6 +21,14 @@ log = logging.getLogger("voicegw.cli")
 PROVIDER_KEYS = ("OPENAI_API_KEY", "DEEPGRAM_API_KEY", "GROQ_API_KEY", "CHATTERBOX_API_KEY")
 PROFILE_NAMES = ("published", "fast", "slow", "jittery", "instant")
 
+profile_option = click.option(
+    "--profile",
+    type=click.Choice(PROFILE_NAMES),
+    default="published",
+    show_default=True,
+    help="simulator latency profile (when simulating)",
+)
+
 
 def settings_or_exit() -> Settings:
     """Settings from the environment; a bad configuration exits 2 naming every bad variable."""
@@ -67,13 +75,7 @@ def simulate_by_default(settings: Settings) -> bool:
     default=None,
     help="run every provider as a local simulator [default: on in dev when no provider key is set]",
 )
-@click.option(
-    "--profile",
-    type=click.Choice(PROFILE_NAMES),
-    default="published",
-    show_default=True,
-    help="simulator latency profile",
-)
+@profile_option
 def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
     """Run the gateway (session issuing, relay, page)."""
     settings = settings_or_exit()
@@ -137,13 +139,7 @@ async def _serve(settings: Settings, host: str, port: int, profile: str | None) 
 )
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
 @click.option("--simulate", is_flag=True, help="run every provider as a local simulator")
-@click.option(
-    "--profile",
-    type=click.Choice(PROFILE_NAMES),
-    default="published",
-    show_default=True,
-    help="simulator latency profile (with --simulate)",
-)
+@profile_option
 def talk(
     mode: str,
     input_path: Path,
@@ -212,13 +208,7 @@ async def _talk(
 
 @main.command()
 @click.option("--simulate", is_flag=True, help="measure against local simulators (offline)")
-@click.option(
-    "--profile",
-    type=click.Choice(PROFILE_NAMES),
-    default="published",
-    show_default=True,
-    help="simulator latency profile (with --simulate)",
-)
+@profile_option
 @click.option(
     "--input",
     "inputs",

@@ -2,9 +2,9 @@
 
 It asks a running gateway for an openai session, connects to the relay with the official
 openai SDK (the ticket as its API key), streams the recording as pcm16 24 kHz in 20 ms chunks
-at real time, and plays the reply on a virtual speaker. Voice-to-voice is measured as in
-livekit mode (pipelines/livekit/talk.py): from the true end of each utterance in the input to
-the first audible sample of the reply, replies played back to back from their first delta.
+at real time, and plays the reply on the same virtual speaker as livekit mode
+(`simulators.speech.Speaker`), so voice-to-voice is measured the same way in both: from the
+true end of each utterance in the input to the first audible sample of the reply.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import openai
 
-from simulators.speech import Samples, Utterance, find_utterances
+from simulators.speech import Samples, Speaker, Utterance, find_utterances
 
 log = logging.getLogger("voicegw.talk")
 
@@ -60,44 +60,6 @@ class TalkResult:
     output: Samples  # the reply audio on the input's timeline, 24 kHz
     session_id: str
     origin: float  # perf_counter() of input sample 0
-
-
-class _Speaker:
-    """Plays deltas back to back from a response's first delta; remembers where the first
-    audible sample of each response landed."""
-
-    def __init__(self) -> None:
-        self.sounds: list[float] = []
-        self.chunks: list[tuple[float, bytes]] = []
-        self._start: float | None = None
-        self._pushed_s = 0.0
-        self._heard = False
-
-    def play(self, pcm: bytes, now: float) -> None:
-        if self._start is None:
-            self._start, self._pushed_s, self._heard = now, 0.0, False
-        play_at = max(now, self._start + self._pushed_s)
-        samples = np.frombuffer(pcm, dtype=np.int16)
-        if not self._heard:
-            loud = np.flatnonzero(samples != 0)
-            if len(loud):
-                self._heard = True
-                self.sounds.append(play_at + int(loud[0]) / RATE)
-        self.chunks.append((play_at, pcm))
-        self._pushed_s = play_at - self._start + len(samples) / RATE
-
-    def end_response(self) -> None:
-        self._start = None
-
-    def render(self, origin: float, duration_s: float) -> Samples:
-        out = np.zeros(round(duration_s * RATE) + 1, dtype=np.int16)
-        for at, pcm in self.chunks:
-            data = np.frombuffer(pcm, dtype=np.int16)
-            first = round((at - origin) * RATE)
-            if first < 0 or first >= len(out):
-                continue
-            out[first : first + len(data)] = data[: len(out) - first]
-        return out
 
 
 def to_pcm24k(samples: Samples, sample_rate: int) -> Samples:
@@ -139,7 +101,7 @@ async def talk_openai(
         base_url=f"{gateway_url}/v1",
         websocket_base_url=f"{ws_url}/v1",
     )
-    speaker = _Speaker()
+    speaker = Speaker(RATE)
     turns: list[Turn] = []
     done = asyncio.Event()
     origin = time.perf_counter()
@@ -186,7 +148,7 @@ async def _send(connection: Any, pcm: Samples, origin: float, done: asyncio.Even
 
 
 async def _receive(
-    connection: Any, speaker: _Speaker, turns: list[Turn], expected: int, done: asyncio.Event
+    connection: Any, speaker: Speaker, turns: list[Turn], expected: int, done: asyncio.Event
 ) -> None:
     turn = Turn()
     arguments: dict[str, str] = {}
@@ -195,9 +157,9 @@ async def _receive(
         now = time.perf_counter()
         kind = message.get("type")
         if kind == "response.output_audio.delta":
-            speaker.play(base64.b64decode(message["delta"]), now)
+            speaker.play(np.frombuffer(base64.b64decode(message["delta"]), dtype=np.int16), now)
         elif kind == "response.done":
-            speaker.end_response()
+            speaker.end_segment()
         elif kind == "input_audio_buffer.speech_stopped" and turn.turn_end_at is None:
             turn.turn_end_at = now
         elif kind == "response.function_call_arguments.done":

@@ -175,3 +175,50 @@ def write_wav(path: Path, samples: Samples, sample_rate: int) -> None:
         writer.setsampwidth(2)
         writer.setframerate(sample_rate)
         writer.writeframes(samples.astype(np.int16).tobytes())
+
+
+class Speaker:
+    """A virtual loudspeaker, the one both modes' voice-to-voice is measured to: a segment's
+    chunks play back to back from its first chunk (or when they arrive, if the producer falls
+    behind), and the time of each segment's first audible sample is kept in `sounds`."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self.sounds: list[float] = []  # perf_counter() of each segment's first audible sample
+        self._chunks: list[tuple[float, Samples]] = []
+        self._start: float | None = None
+        self._pushed_s = 0.0
+        self._heard = False
+
+    def play(self, samples: Samples, now: float) -> bool:
+        """Queue `samples`, which arrived at `now`; True when they begin a new segment."""
+        started = self._start is None
+        if self._start is None:
+            self._start, self._pushed_s, self._heard = now, 0.0, False
+        play_at = max(now, self._start + self._pushed_s)
+        if not self._heard:
+            loud = np.flatnonzero(samples != 0)
+            if len(loud):
+                self._heard = True
+                self.sounds.append(play_at + int(loud[0]) / self.sample_rate)
+        self._chunks.append((play_at, samples))
+        self._pushed_s = play_at - self._start + len(samples) / self.sample_rate
+        return started
+
+    def end_segment(self) -> tuple[float, float] | None:
+        """Close the segment: (its start, seconds queued), or None if none was open."""
+        if self._start is None:
+            return None
+        segment, self._start = (self._start, self._pushed_s), None
+        return segment
+
+    def render(self, origin: float, duration_s: float) -> Samples:
+        """Everything played, placed on a timeline starting at `origin` (perf_counter)."""
+        out = np.zeros(int(duration_s * self.sample_rate) + 1, dtype=np.int16)
+        for at, samples in self._chunks:
+            offset = int((at - origin) * self.sample_rate)
+            if offset < 0 or offset >= len(out):
+                continue
+            end = min(len(out), offset + len(samples))
+            out[offset:end] = samples[: end - offset]
+        return out

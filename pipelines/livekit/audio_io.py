@@ -16,7 +16,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.voice import io
 
-from simulators.speech import Samples
+from simulators.speech import Samples, Speaker
 
 FRAME_MS = 20
 
@@ -66,7 +66,7 @@ class FileAudioInput(io.AudioInput):
 
 
 class FileAudioOutput(io.AudioOutput):
-    """Simulated speaker. `timeline` maps `input.started_at`-relative seconds to samples."""
+    """Simulated speaker (`simulators.speech.Speaker`) with a room output's playback events."""
 
     def __init__(self, *, sample_rate: int = 24_000) -> None:
         super().__init__(
@@ -75,43 +75,31 @@ class FileAudioOutput(io.AudioOutput):
             sample_rate=sample_rate,
         )
         self.origin: float | None = None
-        self.sounds: list[float] = []  # perf_counter() of each segment's first audible sample
-        self._chunks: list[tuple[float, bytes]] = []
-        self._segment_start: float | None = None
-        self._pushed_s = 0.0
-        self._heard = False
+        self._speaker = Speaker(sample_rate)
         self._finish_task: asyncio.Task[None] | None = None
         self._interrupt = asyncio.Event()
+
+    @property
+    def sounds(self) -> list[float]:
+        """perf_counter() of each segment's first audible sample."""
+        return self._speaker.sounds
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)
         now = time.perf_counter()
         if self._finish_task is not None and not self._finish_task.done():
             await self._finish_task
-        if self._segment_start is None:
-            self._segment_start = now
-            self._pushed_s = 0.0
-            self._heard = False
+        samples = np.frombuffer(bytes(frame.data), dtype=np.int16)
+        if self._speaker.play(samples, now):
             self.on_playback_started(created_at=time.time())
-        # Played back to back from the segment start, or now if the producer fell behind.
-        play_at = max(now, self._segment_start + self._pushed_s)
-        data = np.frombuffer(bytes(frame.data), dtype=np.int16)
-        if not self._heard:
-            loud = np.flatnonzero(data != 0)
-            if len(loud):
-                self._heard = True
-                self.sounds.append(play_at + int(loud[0]) / frame.sample_rate)
-        self._chunks.append((play_at, data.tobytes()))
-        self._pushed_s = play_at - self._segment_start + frame.duration
 
     def flush(self) -> None:
         super().flush()
-        if self._segment_start is None:
+        segment = self._speaker.end_segment()
+        if segment is None:
             return
-        start, pushed = self._segment_start, self._pushed_s
-        self._segment_start = None
         self._interrupt.clear()
-        self._finish_task = asyncio.create_task(self._play_out(start, pushed))
+        self._finish_task = asyncio.create_task(self._play_out(*segment))
 
     def clear_buffer(self) -> None:
         self._interrupt.set()
@@ -135,13 +123,4 @@ class FileAudioOutput(io.AudioOutput):
 
     def render(self, origin: float, duration_s: float) -> Samples:
         """Everything played, placed on a timeline starting at `origin` (perf_counter)."""
-        rate = self.sample_rate or 24_000
-        out = np.zeros(int(duration_s * rate) + 1, dtype=np.int16)
-        for at, data in self._chunks:
-            samples = np.frombuffer(data, dtype=np.int16)
-            offset = int((at - origin) * rate)
-            if offset < 0 or offset >= len(out):
-                continue
-            end = min(len(out), offset + len(samples))
-            out[offset:end] = samples[: end - offset]
-        return out
+        return self._speaker.render(origin, duration_s)
