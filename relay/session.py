@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from pipelines.contracts import N8nExecutor, VoiceError
+from pipelines.contracts.metrics import RELAY_SESSIONS_ACTIVE, UPSTREAM_ERRORS, observe_turn
 from pipelines.openai_realtime import (
     Action,
     Close,
@@ -102,6 +103,7 @@ class RelaySession:
         started = time.monotonic()
         close = Close(1011, "internal error", _fatal("internal", "the relay failed"))
         pumps: list[asyncio.Task[Close]] = []
+        RELAY_SESSIONS_ACTIVE.inc()
         try:
             await self._ws.accept(subprotocol=self._subprotocol)
             start = self._core.start()
@@ -128,6 +130,9 @@ class RelaySession:
             close = await self._watch(started + self._config.max_session_seconds)
         finally:
             await self._shutdown(pumps, close)
+            RELAY_SESSIONS_ACTIVE.dec()
+            if close.code == 1011 and close.reason.startswith("upstream"):
+                UPSTREAM_ERRORS.labels(mode="openai").inc()
             log.info(
                 "relay session ended",
                 extra={
@@ -222,7 +227,9 @@ class RelaySession:
                         await self._upstream.send(text)
                     except ConnectionClosed:
                         return _UPSTREAM_CLOSED
-                case ToClient(text=text):
+                case ToClient(text=text, turn=turn):
+                    if turn is not None:
+                        observe_turn("openai", turn.model_dump(exclude={"type"}))
                     try:
                         await self._send_client(text)
                     except _ClientGone:

@@ -7,13 +7,16 @@ once per process), and turned into explicit `PipelineOptions` for the session fa
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess, llm, stt, tts
 
 from pipelines.contracts import N8nExecutor, Settings, load_settings
+from pipelines.contracts.metrics import observe_turn
 
-from .latency import TurnTracker
+from .latency import Turn, TurnTracker
 from .session import (
     PipelineOptions,
     build_agent,
@@ -51,7 +54,13 @@ async def entrypoint(ctx: JobContext) -> None:
     bridge = StateBridge(
         DataChannelPublisher(ctx.room, session_id=session_id), session_id=session_id
     )
-    tracker = TurnTracker(session_id=session_id, on_turn=lambda turn: bridge.send(turn.metrics()))
+
+    def on_turn(turn: Turn) -> None:
+        metrics = turn.metrics()
+        observe_turn("livekit", metrics.model_dump(exclude={"type"}))
+        bridge.send(metrics)
+
+    tracker = TurnTracker(session_id=session_id, on_turn=on_turn)
     executor = N8nExecutor(options.n8n_webhook_base_url, timeout_s=options.n8n_timeout_s)
     tools = build_tools(
         executor,
@@ -85,6 +94,10 @@ def create_server(settings: Settings) -> AgentServer:
         ws_url=settings.livekit_url,
         api_key=secret(settings.livekit_api_key),
         api_secret=secret(settings.livekit_api_secret),
+        # The worker's own /metrics (turn latency, tool calls). Jobs run in child processes,
+        # so their samples go through prometheus-client's multiprocess directory.
+        prometheus_port=settings.metrics_port,
+        prometheus_multiproc_dir=str(Path(tempfile.gettempdir()) / "voicegw-agent-metrics"),
     )
     server.rtc_session(entrypoint, agent_name=settings.livekit_agent_name)
     return server

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.contracts import VoiceError
+from pipelines.contracts import MetricsTurn, VoiceError
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,9 +17,11 @@ class ToUpstream:
 
 @dataclass(frozen=True, slots=True)
 class ToClient:
-    """Send this text frame to the client (a state message or an error)."""
+    """Send this text frame to the client (a state message or an error). `turn` is set when
+    the frame is a turn's `metrics.turn`, for the I/O layer's latency histograms."""
 
     text: str
+    turn: MetricsTurn | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -340,7 +340,8 @@ class RelayProtocol:
         turn = self._turn
         if turn.first_audio_at is not None and not turn.reported:
             turn.reported = True
-            out.append(ToClient(self._metrics(turn).to_json()))
+            metrics = self._metrics(turn)
+            out.append(ToClient(metrics.to_json(), turn=metrics))
         self._set_state(self._resting_state(), out)
         out += self._maybe_respond()
         return out
