@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,19 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
     if simulate and settings.voicegw_env == "production":
         click.echo("voicegw: --simulate is for dev; production talks to real providers", err=True)
         sys.exit(2)
-    asyncio.run(_serve(settings, host, port, profile if simulate else None))
+    _run_server(_serve(settings, host, port, profile if simulate else None))
+
+
+def _run_server(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server on uvloop (installed with uvicorn[standard]) as `uvicorn.run` would:
+    `uvicorn.Server.serve()` inside a plain `asyncio.run` gets the default asyncio loop, which
+    costs the relay about a third more CPU per frame and a longer latency tail."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 async def _serve(settings: Settings, host: str, port: int, profile: str | None) -> None:
