@@ -91,7 +91,7 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
 def _run_server(main: Coroutine[Any, Any, None]) -> None:
     """Run the server on uvloop (installed with uvicorn[standard]) as `uvicorn.run` would:
     `uvicorn.Server.serve()` inside a plain `asyncio.run` gets the default asyncio loop, which
-    costs the relay about a third more CPU per frame and a longer latency tail."""
+    costs the relay about a fifth more CPU per frame and a longer latency tail."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - platforms without uvloop
