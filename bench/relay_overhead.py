@@ -63,12 +63,14 @@ def _serve_simulator(port: int) -> None:
 
 
 def _serve_relay(port: int, upstream: str) -> None:
-    import uvicorn
+    """The gateway exactly as `voicegw serve` runs it (uvloop, the relay's direct WebSocket
+    protocol), plus one route reporting the process's tasks and sockets for the churn run."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from gateway.app import create_app
+    from gateway.cli import run_server, serve_gateway
+    from gateway.logs import configure_logging
     from pipelines.contracts import load_settings
 
     async def stats(request: Request) -> Response:
@@ -83,9 +85,10 @@ def _serve_relay(port: int, upstream: str) -> None:
             "RELAY_MAX_SESSION_SECONDS": "600",
         }
     )
-    app = create_app(settings, extra_routes=[Route("/debug/stats", stats)])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
-                ws_per_message_deflate=False)  # fmt: skip
+    configure_logging("WARNING")  # as `voicegw --log-level WARNING serve`
+    run_server(
+        serve_gateway(settings, "127.0.0.1", port, extra_routes=[Route("/debug/stats", stats)])
+    )
 
 
 def _serve_passthrough(port: int, upstream: str) -> None:

@@ -6,9 +6,9 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import SecretStr
@@ -16,6 +16,9 @@ from pydantic import SecretStr
 from pipelines.contracts import ConfigError, Settings, load_settings
 
 from .logs import configure_logging
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
 
 log = logging.getLogger("voicegw.cli")
 
@@ -85,10 +88,10 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
     if simulate and settings.voicegw_env == "production":
         click.echo("voicegw: --simulate is for dev; production talks to real providers", err=True)
         sys.exit(2)
-    _run_server(_serve(settings, host, port, profile if simulate else None))
+    run_server(serve_gateway(settings, host, port, profile=profile if simulate else None))
 
 
-def _run_server(main: Coroutine[Any, Any, None]) -> None:
+def run_server(main: Coroutine[Any, Any, None]) -> None:
     """Run the server on uvloop (installed with uvicorn[standard]) as `uvicorn.run` would:
     `uvicorn.Server.serve()` inside a plain `asyncio.run` gets the default asyncio loop, which
     costs the relay about a fifth more CPU per frame and a longer latency tail."""
@@ -100,12 +103,21 @@ def _run_server(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
-async def _serve(settings: Settings, host: str, port: int, profile: str | None) -> None:
+async def serve_gateway(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    profile: str | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> None:
+    """Serve the gateway until the process is told to stop, as `voicegw serve` does (the relay
+    benchmark runs it through here too). `profile` runs every provider as a simulator."""
     import contextlib
 
     import uvicorn
 
-    from .app import create_app
+    from .app import SERVER_OPTIONS, create_app
 
     async with contextlib.AsyncExitStack() as stack:
         if profile is not None:
@@ -122,12 +134,12 @@ async def _serve(settings: Settings, host: str, port: int, profile: str | None) 
             "gateway starting", extra={"host": host, "port": port, "env": settings.voicegw_env}
         )
         config = uvicorn.Config(
-            create_app(settings),
+            create_app(settings, extra_routes=extra_routes),
             host=host,
             port=port,
             log_config=None,
             access_log=False,
-            ws_max_size=16 * 1024 * 1024,
+            **SERVER_OPTIONS,
         )
         await uvicorn.Server(config).serve()
 
@@ -203,7 +215,7 @@ async def _talk(
     from pipelines.livekit.commands import talk_livekit
     from simulators.server import serve
 
-    from .app import create_app
+    from .app import SERVER_OPTIONS, create_app
     from .talk_openai import RATE, talk_openai
 
     async with contextlib.AsyncExitStack() as stack:
@@ -214,7 +226,7 @@ async def _talk(
             settings = with_overrides(settings, sims.env)
         if mode == "livekit":
             return await talk_livekit(settings, samples, rate)
-        gateway = await stack.enter_async_context(serve(create_app(settings)))
+        gateway = await stack.enter_async_context(serve(create_app(settings), **SERVER_OPTIONS))
         result = await talk_openai(gateway.url, samples, rate, model=settings.openai_realtime_model)
         return [turn.summary() for turn in result.turns], result.output, RATE
 

@@ -24,7 +24,7 @@ from simulators.profiles import SimulatedProviders
 from simulators.server import serve
 from simulators.speech import Samples, Utterance, conversation, find_utterances, read_wav
 
-from .app import create_app
+from .app import SERVER_OPTIONS, create_app
 from .talk_openai import talk_openai
 
 log = logging.getLogger("voicegw.compare")
@@ -108,7 +108,7 @@ async def run_compare(
     openai_silence_s = settings.openai_vad_silence_ms / 1000
     results: dict[Mode, list[dict[str, Any]]] = {"livekit": [], "openai": []}
     async with contextlib.AsyncExitStack() as stack:
-        gateway = await stack.enter_async_context(serve(create_app(settings)))
+        gateway = await stack.enter_async_context(serve(create_app(settings), **SERVER_OPTIONS))
         http = await stack.enter_async_context(aiohttp.ClientSession())
         run = 0
         while min(len(r) for r in results.values()) < turns:

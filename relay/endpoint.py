@@ -16,8 +16,9 @@ import re
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from .client_leg import open_client_leg
 from .config import RelayConfig
-from .session import RelaySession, upstream_log
+from .session import RelaySession
 from .tickets import TicketError, TicketRedeemer
 
 log = logging.getLogger("voicegw.relay")
@@ -42,7 +43,6 @@ class RelayEndpoint:
         # them all: a ~65 ms stall of every live session, the relay's worst latency tail.
         gc.freeze()
         redact_secrets_in(logging.getLogger("uvicorn.error"))
-        redact_secrets_in(upstream_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
@@ -54,15 +54,8 @@ class RelayEndpoint:
             await websocket.accept(subprotocol=subprotocol)
             await websocket.close(exc.code, exc.reason)
             return
-        session = RelaySession(
-            websocket,
-            receive,
-            send,
-            session_id=ticket.session_id,
-            config=self.config,
-            subprotocol=subprotocol,
-        )
-        await session.run()
+        session = RelaySession(session_id=ticket.session_id, config=self.config)
+        await session.run(open_client_leg(scope, receive, send, session), subprotocol)
 
 
 def credentials(websocket: WebSocket) -> tuple[str | None, str | None]:

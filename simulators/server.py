@@ -42,12 +42,14 @@ async def serve(app: Any, *, port: int = 0, **options: Any) -> AsyncIterator[Run
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        ws_per_message_deflate=False,
-        timeout_graceful_shutdown=1,
-        **options,
+        **{
+            "log_config": None,
+            "access_log": False,
+            "lifespan": "off",
+            "ws_per_message_deflate": False,
+            "timeout_graceful_shutdown": 1,
+            **options,
+        },
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from livekit import api
 
-from gateway.app import create_app
+from gateway.app import SERVER_OPTIONS, create_app
 from gateway.sessions import StickySet
 from pipelines.contracts import SessionConfig, load_settings
 from relay.tickets import TicketRedeemer
@@ -30,7 +30,7 @@ PROD = {**DEV, "VOICEGW_ENV": "production", "GATEWAY_PUBLIC_URL": "https://gw.ex
 
 @contextlib.asynccontextmanager
 async def gateway(env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(create_app(load_settings(env))) as server:
+    async with serve(create_app(load_settings(env)), **SERVER_OPTIONS) as server:
         async with httpx.AsyncClient(base_url=server.url) as client:
             yield client
 

@@ -24,6 +24,7 @@ from openai.types.realtime import (
     SessionUpdateEvent,
 )
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
 from pipelines.contracts import VoiceError
 
@@ -131,11 +132,24 @@ ALLOWED: dict[str, tuple[type[BaseModel], _Rewrite]] = {
 }
 
 
+# How our page and the openai SDKs start an append; such a frame is validated straight from its
+# JSON by the SDK model (Rust-side parsing, about 1.5 µs for 20 ms of audio, where json.loads
+# alone costs 2 to 4). Anything else, or an append that fails there, takes the general path.
+_APPEND_PREFIXES = ('{"type":"input_audio_buffer.append"', '{"type": "input_audio_buffer.append"')
+
+
 def check_client_frame(text: str) -> Verdict:
     """Parse, validate and (where needed) rewrite one client text frame. Never raises."""
+    if text.startswith(_APPEND_PREFIXES):
+        try:
+            append = InputAudioBufferAppendEvent.model_validate_json(text)
+        except ValidationError:
+            pass  # the general path says what is wrong with it
+        else:
+            return Passed(text, "input_audio_buffer.append", audio_chars=len(append.audio))
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
+        data = from_json(text)
+    except ValueError:
         return _refuse("invalid_json", "the frame is not valid JSON")
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         return _refuse("invalid_event", "an event must be a JSON object with a string type")

@@ -217,9 +217,7 @@ def save_screenshot(page: Page, name: str) -> Path:
 
 
 @pytest.fixture
-def page(
-    browser: Browser, request: pytest.FixtureRequest, page_log: PageLog
-) -> Iterator[Page]:
+def page(browser: Browser, request: pytest.FixtureRequest, page_log: PageLog) -> Iterator[Page]:
     """A fresh page at 1280x720; its final state is saved as test-artifacts/browser/<test>.png."""
     context = browser.new_context(viewport={"width": 1280, "height": 720})
     page = context.new_page()
@@ -384,4 +382,3 @@ def wait_for(page: Page, expression: str, *, timeout_s: float, log: PageLog) -> 
             f"timed out waiting for {expression!r}: body {state}; status {status!r}; "
             f"error {errors!r}\npage log:\n{log}"
         ) from exc
-

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from gateway.app import create_app
+from gateway.app import SERVER_OPTIONS, create_app
 from gateway.cli import main, with_overrides
 from gateway.compare import Recording, run_compare, summarize
 from gateway.talk_openai import TalkResult, talk_openai
@@ -65,7 +65,7 @@ async def openai_turn(
     async with simulated_providers(profile, speak_replies=speak_replies) as sims:
         settings = with_overrides(load_settings({}), sims.env)
         assert settings.missing_for("openai") == []
-        async with serve(create_app(settings)) as gateway:
+        async with serve(create_app(settings), **SERVER_OPTIONS) as gateway:
             result = await talk_openai(
                 gateway.url,
                 question.samples,

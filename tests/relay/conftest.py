@@ -14,7 +14,7 @@ import openai
 import pytest
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
-from gateway.app import create_app
+from gateway.app import SERVER_OPTIONS, create_app
 from pipelines.contracts import Settings, load_settings
 from simulators.n8n import N8nSimulator
 from simulators.openai_realtime import CHUNK_MS, RealtimeSimulator, silence, tone
@@ -55,7 +55,7 @@ def settings(relay_env: dict[str, str]) -> Settings:
 
 @pytest.fixture
 async def gateway(settings: Settings) -> AsyncIterator[RunningServer]:
-    async with serve(create_app(settings)) as server:
+    async with serve(create_app(settings), **SERVER_OPTIONS) as server:
         yield server
 
 

@@ -13,7 +13,7 @@ from openai.types.realtime import RealtimeFunctionToolParam
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.app import create_app
+from gateway.app import SERVER_OPTIONS, create_app
 from pipelines.contracts import load_settings
 from simulators.openai_realtime import RealtimeSimulator, Say
 from simulators.server import RunningServer, serve
@@ -151,7 +151,7 @@ async def test_oversize_frame_closes_1009(relay: Relay, realtime: RealtimeSimula
 
 @contextlib.asynccontextmanager
 async def relay_with(env: dict[str, str], **overrides: str) -> AsyncIterator[Relay]:
-    async with serve(create_app(load_settings({**env, **overrides}))) as server:
+    async with serve(create_app(load_settings({**env, **overrides})), **SERVER_OPTIONS) as server:
         yield Relay(server)
 
 

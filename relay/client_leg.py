@@ -1,0 +1,331 @@
+"""The relay's client leg: the page's (or an SDK's) WebSocket, after the relay accepts it.
+
+Two implementations of one small interface, `ClientLeg`:
+
+- `DirectLeg`, on the server `voicegw serve` runs: `DirectWebSocketProtocol` is uvicorn's
+  sans-I/O WebSocket protocol plus an ASGI extension, `voicegw.direct_websocket`, through which
+  the relay takes the connection's frames over once it accepts it. Frames then go straight
+  from `data_received` to the session and from the session to the transport: no queue and
+  no task switch per frame. Everything else (the handshake, keepalive pings, server shutdown)
+  stays uvicorn's.
+- `AsgiLeg`, on any other ASGI server: plain `receive`/`send`, one reader and one writer task.
+
+Both deliver text frames as `str`, hold reading while the session is not ready for frames,
+and report when the client stops reading what we send (its transport's write buffer is over
+the high-water mark), which is how the session notices a client that cannot keep up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from typing import Any, Protocol
+
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import WebSocketException
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+
+from .wire import (
+    BINARY,
+    CLOSE,
+    PING,
+    PONG,
+    TEXT,
+    FrameReader,
+    ProtocolError,
+    close_payload,
+    encode_frame,
+    parse_close,
+)
+
+DIRECT_EXTENSION = "voicegw.direct_websocket"
+
+# uvicorn reports a client that went away mid-send as one of these.
+_CLIENT_ERRORS = (OSError, RuntimeError, WebSocketException, WebSocketDisconnect)
+
+
+class ClientSink(Protocol):
+    """What the client leg tells its session."""
+
+    def on_client_text(self, text: str) -> None: ...
+
+    def on_client_binary(self, size: int) -> None: ...
+
+    def on_client_closed(self) -> None:
+        """The client is gone: it closed, or the connection was lost."""
+
+    def on_client_backpressure(self, paused: bool) -> None:
+        """The client stopped (True) or resumed (False) reading what we send."""
+
+
+class ClientLeg(Protocol):
+    async def accept(self, subprotocol: str | None) -> None:
+        """Complete the handshake; reading stays held until `resume_reading()`."""
+
+    def send_text(self, payload: bytes) -> None:
+        """Queue one text frame (UTF-8 bytes); never blocks."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    async def close(self, code: int, reason: str, timeout_s: float) -> None:
+        """Send what is queued, then the close frame; return once the client answers or
+        `timeout_s` passes."""
+
+
+def open_client_leg(scope: Scope, receive: Receive, send: Send, sink: ClientSink) -> ClientLeg:
+    """The fastest leg the server offers for this (not yet accepted) WebSocket."""
+    direct = scope.get("extensions", {}).get(DIRECT_EXTENSION)
+    if direct is not None:
+        leg: ClientLeg = direct["take_over"](sink, send)
+        return leg
+    return AsgiLeg(receive, send, sink)
+
+
+# -- on voicegw serve: frames straight from the transport -------------------------------------
+
+
+class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol with the `voicegw.direct_websocket` extension.
+
+    An app that finds the extension in its scope may call `take_over(sink, send)` before it
+    accepts; from the accept on, the connection's frames bypass the ASGI queue and go to the
+    returned `DirectLeg`. An app that does not call it gets plain uvicorn behaviour."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._leg: DirectLeg | None = None
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:
+            self.scope["extensions"][DIRECT_EXTENSION] = {"take_over": self._take_over}
+
+    def _take_over(self, sink: ClientSink, send: Send) -> DirectLeg:
+        if self.handshake_complete or self._leg is not None:
+            raise RuntimeError("take_over() must come before the WebSocket is accepted")
+        self._leg = DirectLeg(self, sink, send)
+        return self._leg
+
+    def data_received(self, data: bytes) -> None:
+        leg = self._leg
+        if leg is None or not self.handshake_complete:
+            super().data_received(data)
+        else:
+            leg.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._leg is not None:
+            self._leg.connection_lost()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._leg is not None:
+            self._leg.sink.on_client_backpressure(True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._leg is not None:
+            self._leg.sink.on_client_backpressure(False)
+
+
+class DirectLeg:
+    """One taken-over connection. Frames in go to the sink from `data_received`; frames out
+    are written to the transport at once."""
+
+    def __init__(self, protocol: DirectWebSocketProtocol, sink: ClientSink, send: Send) -> None:
+        self._protocol = protocol
+        self.sink = sink
+        self._send = send
+        self._transport = protocol.transport
+        self._reader = FrameReader(masked=True, max_size=protocol.config.ws_max_size)
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._close_sent = False
+        self._reading = True
+        if protocol.disconnected:  # lost before the app got here
+            self._closed.set_result(None)
+
+    async def accept(self, subprotocol: str | None) -> None:
+        self.pause_reading()
+        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+
+    def send_text(self, payload: bytes) -> None:
+        if not self._close_sent and not self._transport.is_closing():
+            self._transport.write(encode_frame(TEXT, payload, mask=False))
+
+    def pause_reading(self) -> None:
+        if self._reading and not self._transport.is_closing():
+            self._reading = False
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self._transport.is_closing():
+            self._reading = True
+            self._transport.resume_reading()
+
+    async def close(self, code: int, reason: str, timeout_s: float) -> None:
+        if self._closed.done():
+            return
+        self._send_close(code, reason)
+        self.resume_reading()  # the client's answer must be read
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._closed)
+
+    # -- from the protocol -------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._reader.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc.code, exc.reason)
+            return
+        sink = self.sink
+        for opcode, payload in frames:
+            if opcode == TEXT:
+                try:
+                    text = payload.decode()
+                except UnicodeDecodeError:
+                    self._fail(1007, "text frame is not UTF-8")
+                    return
+                sink.on_client_text(text)
+            elif opcode == BINARY:
+                sink.on_client_binary(len(payload))
+            elif opcode == PING:
+                self._write(encode_frame(PONG, payload, mask=False))
+            elif opcode == PONG:
+                self._protocol.handle_pong(Frame(Opcode.PONG, payload))  # uvicorn's keepalive
+            elif opcode == CLOSE:
+                self._on_close(payload)
+                return
+
+    def connection_lost(self) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)
+            self.sink.on_client_closed()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _on_close(self, payload: bytes) -> None:
+        try:
+            code, _ = parse_close(payload)
+        except ProtocolError as exc:
+            self._fail(exc.code, exc.reason)
+            return
+        self._send_close(code if code != 1005 else 1000, "")
+        self._transport.close()
+
+    def _fail(self, code: int, reason: str) -> None:
+        self._send_close(code, reason)
+        self._transport.close()
+
+    def _send_close(self, code: int, reason: str) -> None:
+        if not self._close_sent:
+            self._close_sent = True
+            self._protocol.close_sent = True  # uvicorn's shutdown then just closes the socket
+            self._write(encode_frame(CLOSE, close_payload(code, reason), mask=False))
+
+    def _write(self, data: bytes) -> None:
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+
+# -- on any ASGI server ---------------------------------------------------------------------
+
+_HIGH_WATER = 64 * 1024  # bytes queued for the client before it counts as not keeping up
+_LOW_WATER = 16 * 1024
+
+
+class AsgiLeg:
+    """The portable leg: a reader task on `receive`, a writer task draining an outbox."""
+
+    def __init__(self, receive: Receive, send: Send, sink: ClientSink) -> None:
+        self._receive = receive
+        self._send = send
+        self._sink = sink
+        self._outbox: collections.deque[bytes | tuple[int, str]] = collections.deque()
+        self._queued = 0
+        self._paused = False
+        self._readable = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._gone = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def accept(self, subprotocol: str | None) -> None:
+        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._write())]
+
+    def send_text(self, payload: bytes) -> None:
+        if self._gone:
+            return
+        self._outbox.append(payload)
+        self._queued += len(payload)
+        if not self._paused and self._queued > _HIGH_WATER:
+            self._paused = True
+            self._sink.on_client_backpressure(True)
+        self._wake.set()
+
+    def pause_reading(self) -> None:
+        self._readable.clear()
+
+    def resume_reading(self) -> None:
+        self._readable.set()
+
+    async def close(self, code: int, reason: str, timeout_s: float) -> None:
+        reader = self._tasks[0] if self._tasks else None
+        if reader is not None:
+            reader.cancel()
+        if not self._gone:
+            self._outbox.append((code, reason))
+            self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _read(self) -> None:
+        receive, sink = self._receive, self._sink
+        while True:
+            await self._readable.wait()
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                self._client_gone()
+                return
+            text = message.get("text")
+            if text is not None:
+                sink.on_client_text(text)
+            else:
+                sink.on_client_binary(len(message.get("bytes") or b""))
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox:
+                item = self._outbox.popleft()
+                try:
+                    if isinstance(item, tuple):
+                        await self._send({"type": "websocket.close", "code": item[0],
+                                          "reason": item[1]})  # fmt: skip
+                        return
+                    await self._send({"type": "websocket.send", "text": item.decode()})
+                except _CLIENT_ERRORS:
+                    self._client_gone()
+                    return
+                self._queued -= len(item)
+                if self._paused and self._queued < _LOW_WATER:
+                    self._paused = False
+                    self._sink.on_client_backpressure(False)
+
+    def _client_gone(self) -> None:
+        if not self._gone:
+            self._gone = True
+            self._sink.on_client_closed()

@@ -1,0 +1,260 @@
+"""The relay's upstream leg: one WebSocket client connection to OpenAI Realtime.
+
+An `asyncio.Protocol` rather than a task reading a stream: each event OpenAI sends is handed
+to the session from `data_received`, and each frame the session sends is framed and written at
+once, so a frame pair costs no task switch. It speaks just what the relay needs: the opening
+handshake with a bearer key, text frames, ping/pong and the closing handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from .wire import (
+    BINARY,
+    CLOSE,
+    PING,
+    TEXT,
+    FrameReader,
+    ProtocolError,
+    accept_value,
+    close_payload,
+    encode_frame,
+    new_key,
+    parse_close,
+)
+
+_MAX_RESPONSE_HEAD = 16 * 1024
+
+
+class UpstreamError(Exception):
+    """The upstream connection could not be opened. The message never carries the URL's
+    query, a header or a key."""
+
+
+class UpstreamSink(Protocol):
+    """What the upstream leg tells its session."""
+
+    def on_upstream_message(self, payload: bytes) -> None:
+        """One text event, as received (UTF-8 bytes)."""
+
+    def on_upstream_closed(self) -> None:
+        """The connection is gone (closing handshake, error, or lost)."""
+
+    def on_upstream_backpressure(self, paused: bool) -> None:
+        """OpenAI stopped (True) or resumed (False) reading what we send."""
+
+
+class Upstream(asyncio.Protocol):
+    """A connected upstream; make one with `await Upstream.connect(...)`."""
+
+    def __init__(self, sink: UpstreamSink, request: bytes, key: str, max_size: int) -> None:
+        self._sink = sink
+        self._request = request
+        self._expected_accept = accept_value(key)
+        self._reader = FrameReader(masked=False, max_size=max_size)
+        self._head = b""
+        self._held = b""
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closed = asyncio.get_running_loop().create_future()
+        self._transport: asyncio.Transport | None = None
+        self._open = False
+        self._close_sent = False
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        sink: UpstreamSink,
+        headers: dict[str, str],
+        max_size: int,
+        open_timeout_s: float,
+    ) -> Upstream:
+        """Open the connection and complete the handshake; raises UpstreamError or
+        TimeoutError."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise UpstreamError("the upstream URL must be ws:// or wss://")
+        secure = parts.scheme == "wss"
+        port = parts.port or (443 if secure else 80)
+        default_port = port == (443 if secure else 80)
+        host = parts.hostname if default_port else f"{parts.hostname}:{port}"
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        key = new_key()
+        lines = [
+            f"GET {target} HTTP/1.1",
+            f"Host: {host}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+            "User-Agent: voicegw-relay",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        loop = asyncio.get_running_loop()
+        protocol = cls(sink, request, key, max_size)
+        context = ssl.create_default_context() if secure else None
+        try:
+            async with asyncio.timeout(open_timeout_s):
+                await loop.create_connection(
+                    lambda: protocol, parts.hostname, port, ssl=context,
+                    server_hostname=parts.hostname if secure else None,
+                )  # fmt: skip
+                await protocol.opened
+        except BaseException:
+            protocol.abort()
+            raise
+        return protocol
+
+    # -- what the session calls --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Deliver events from here on (the connection is held still until then)."""
+        held, self._held = self._held, b""
+        self.resume_reading()
+        if held:
+            self.data_received(held)
+
+    def send_text(self, payload: bytes) -> None:
+        if self._open and not self._close_sent and self._transport is not None:
+            self._transport.write(encode_frame(TEXT, payload, mask=True))
+
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    async def aclose(self, timeout_s: float) -> None:
+        """Closing handshake (1000), waiting at most `timeout_s` for OpenAI's answer."""
+        if self._transport is None or self._closed.done():
+            return
+        self._send_close(1000, "")
+        self.resume_reading()  # the answer must be read
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._closed)
+        except TimeoutError:
+            self.abort()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self._transport.write(self._request)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        if not self._open:
+            # Events that came with the handshake wait for start(): the session sends its
+            # session.update before it hears anything from OpenAI.
+            self._held = self._handshake(data)
+            if self._open:
+                self.pause_reading()
+            return
+        try:
+            frames = self._reader.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc.code, exc.reason)
+            return
+        sink = self._sink
+        for opcode, payload in frames:
+            if opcode == TEXT:
+                sink.on_upstream_message(payload)
+            elif opcode == BINARY:
+                sink.on_upstream_message(payload.decode("utf-8", "replace").encode())
+            elif opcode == PING:
+                self._write(encode_frame(0xA, payload, mask=True))
+            elif opcode == CLOSE:
+                self._on_close(payload)
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(UpstreamError("the upstream closed during the handshake"))
+        if not self._closed.done():
+            self._closed.set_result(None)
+            if self._open:
+                self._sink.on_upstream_closed()
+
+    def pause_writing(self) -> None:
+        self._sink.on_upstream_backpressure(True)
+
+    def resume_writing(self) -> None:
+        self._sink.on_upstream_backpressure(False)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _handshake(self, data: bytes) -> bytes:
+        """Read the response head; return what follows it (frames) once it is accepted."""
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > _MAX_RESPONSE_HEAD:
+                self._refuse("the upstream response head is too large")
+            return b""
+        head, rest = self._head[:end].decode("latin-1"), self._head[end + 4 :]
+        self._head = b""
+        status_line, *header_lines = head.split("\r\n")
+        parts = status_line.split(" ", 2)
+        if len(parts) < 2 or parts[1] != "101":
+            status = parts[1] if len(parts) > 1 and parts[1].isdigit() else "an invalid status"
+            self._refuse(f"the upstream answered {status} instead of switching protocols")
+            return b""
+        headers: dict[str, str] = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if (
+            headers.get("upgrade", "").lower() != "websocket"
+            or "upgrade" not in headers.get("connection", "").lower()
+            or headers.get("sec-websocket-accept") != self._expected_accept
+        ):
+            self._refuse("the upstream handshake response is invalid")
+            return b""
+        if headers.get("sec-websocket-extensions"):
+            self._refuse("the upstream negotiated an extension the relay did not offer")
+            return b""
+        self._open = True
+        self.opened.set_result(None)
+        return rest
+
+    def _refuse(self, why: str) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(UpstreamError(why))
+        self.abort()
+
+    def _on_close(self, payload: bytes) -> None:
+        try:
+            code, _ = parse_close(payload)
+        except ProtocolError as exc:
+            self._fail(exc.code, exc.reason)
+            return
+        if not self._close_sent:
+            self._send_close(code if code != 1005 else 1000, "")
+        assert self._transport is not None
+        self._transport.close()
+
+    def _fail(self, code: int, reason: str) -> None:
+        self._send_close(code, reason)
+        assert self._transport is not None
+        self._transport.close()
+
+    def _send_close(self, code: int, reason: str) -> None:
+        if not self._close_sent:
+            self._close_sent = True
+            self._write(encode_frame(CLOSE, close_payload(code, reason), mask=True))
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
