@@ -1,16 +1,23 @@
 """Relay overhead: what the relay adds per event, its CPU and memory per session, and churn.
 
-    .venv/bin/python -m bench.relay_overhead [--sessions 1,50,100] [--seconds 8] [--churn 1000]
+    .venv/bin/python -m bench.relay_overhead [--sessions 1,50,100,200] [--seconds 8]
+                                             [--repeat 3] [--churn 1000]
 
-Three processes on 127.0.0.1: the OpenAI Realtime simulator in echo mode (every appended
-chunk comes straight back as `response.output_audio.delta` whose `item_id` is the append's
-`event_id`), the gateway with the relay mounted (uvicorn, as `voicegw serve` runs it), and
-this load generator. Each session streams 20 ms pcm16 chunks at real-time rate and times each
-frame pair (append out -> its delta back). The same load runs directly against the simulator
-and through the relay, in the same run, and the difference is what the relay adds (two hops:
-client -> upstream and upstream -> client, with validation and state translation on).
+Processes on 127.0.0.1: the OpenAI Realtime simulator in echo mode (every appended chunk comes
+straight back as `response.output_audio.delta` whose `item_id` is the append's `event_id`),
+the gateway exactly as `voicegw serve` runs it, two floors to compare with, and this load
+generator. Each session streams 20 ms pcm16 chunks at real-time rate and times each frame
+pair (append out -> its delta back). For each session count the same load runs, in
+interleaved rounds, directly against the simulator and through each path; "added" is a path's
+figure minus the direct run of the same round (two hops: client -> upstream and
+upstream -> client), and the table shows medians over the rounds.
 
-CPU per frame pair is the relay process's user+system time over the measured window divided
+The paths: the relay (validation and state translation on); a bare pass-through on the
+websockets library (the issue's "bare pass-through in Python"); and a lean pass-through made
+of the relay's own two legs with nothing between them (what the relay's gate and state cost
+is the difference between it and the relay).
+
+CPU per frame pair is the path's process user+system time over the measured window divided
 by the frame pairs it carried; RSS per session is the process's growth from before the
 sessions opened to the end of the measured window, over the session count.
 The churn run opens and closes sessions (half of them abruptly, mid-response) and reads the
@@ -118,6 +125,69 @@ def _serve_passthrough(port: int, upstream: str) -> None:
     async def main() -> None:
         async with serve(handle, "127.0.0.1", port, compression=None, max_size=None):
             await asyncio.Future()
+
+    import uvloop
+
+    uvloop.run(main())
+
+
+def _serve_lean(port: int, upstream: str) -> None:
+    """The second floor: the relay's own two legs (relay.wire framing, the Upstream protocol)
+    joined by callbacks, with nothing in between: no ASGI server, no auth, no parsing, no
+    state. What the relay costs above this is what its gate, state and metrics cost."""
+    from websockets.http11 import Request
+    from websockets.server import ServerProtocol
+
+    from relay.upstream import Upstream
+    from relay.wire import TEXT, FrameReader, encode_frame
+
+    class Client(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: Any = transport
+            self.handshake = ServerProtocol(max_size=None)
+            self.reader = FrameReader(masked=True, max_size=1 << 24)
+            self.up: Upstream | None = None
+
+        def data_received(self, data: bytes) -> None:
+            if self.up is None:  # the opening handshake (clients wait for the 101)
+                self.handshake.receive_data(data)
+                for event in self.handshake.events_received():
+                    if isinstance(event, Request):
+                        self.handshake.send_response(self.handshake.accept(event))
+                        self.transport.pause_reading()
+                        asyncio.get_running_loop().create_task(self.connect())
+                return
+            for opcode, payload in self.reader.feed(data):
+                if opcode == TEXT:
+                    self.up.send_text(payload)
+
+        async def connect(self) -> None:
+            self.up = await Upstream.connect(
+                f"{upstream}?model=gpt-realtime", sink=self,
+                headers={"Authorization": f"Bearer {API_KEY}"}, max_size=1 << 24,
+                open_timeout_s=10,
+            )  # fmt: skip
+            for data in self.handshake.data_to_send():  # the 101 goes before any event
+                self.transport.write(data)
+            self.up.start()
+            self.transport.resume_reading()
+
+        def on_upstream_message(self, payload: bytes) -> None:
+            self.transport.write(encode_frame(TEXT, payload, mask=False))
+
+        def on_upstream_closed(self) -> None:
+            self.transport.close()
+
+        def on_upstream_backpressure(self, paused: bool) -> None:
+            pass
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.up is not None:
+                self.up.abort()
+
+    async def main() -> None:
+        await asyncio.get_running_loop().create_server(Client, "127.0.0.1", port)
+        await asyncio.Future()
 
     import uvloop
 
@@ -427,11 +497,14 @@ async def churn(target: Target, total: int, stats_url: str, relay_pid: int) -> d
 # -- main ----------------------------------------------------------------------------------------
 
 
-async def main(sessions: list[int], seconds: float, churn_total: int) -> None:
-    sim_port, relay_port, bare_port = free_port(), free_port(), free_port()
+Row = tuple[int, str, list[dict[str, Any]], list[dict[str, Any]]]  # count, path, directs, runs
+
+
+async def main(sessions: list[int], seconds: float, repeat: int, churn_total: int) -> None:
+    sim_port, relay_port = free_port(), free_port()
+    bare_port, lean_port = free_port(), free_port()
     upstream = f"ws://127.0.0.1:{sim_port}/v1/realtime"
     direct = Target("direct", upstream, None)
-    bare = Target("bare pass-through", f"ws://127.0.0.1:{bare_port}/", None)
     relayed = Target(
         "relay", f"ws://127.0.0.1:{relay_port}/v1/realtime", f"http://127.0.0.1:{relay_port}"
     )
@@ -439,14 +512,25 @@ async def main(sessions: list[int], seconds: float, churn_total: int) -> None:
         child("_simulator", str(sim_port), port=sim_port),
         child("_relay", str(relay_port), upstream, port=relay_port) as relay_process,
         child("_passthrough", str(bare_port), upstream, port=bare_port) as bare_process,
+        child("_lean", str(lean_port), upstream, port=lean_port) as lean_process,
     ):
-        rows: list[tuple[int, str, dict[str, Any], dict[str, Any]]] = []
+        paths = [
+            (Target("bare pass-through", f"ws://127.0.0.1:{bare_port}/", None), bare_process.pid),
+            (Target("lean pass-through", f"ws://127.0.0.1:{lean_port}/", None), lean_process.pid),
+            (relayed, relay_process.pid),
+        ]
+        rows: list[Row] = []
         for count in sessions:
-            base = await load(direct, count, seconds, None)
-            for target, pid in ((bare, bare_process.pid), (relayed, relay_process.pid)):
-                result = await load(target, count, seconds, pid)
-                rows.append((count, target.name, base, result))
-                print(f"{count} {target.name}: direct {base} | {result}", flush=True)
+            directs: list[dict[str, Any]] = []
+            runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target, _ in paths}
+            for round_ in range(repeat):  # interleaved, so drift hits every path alike
+                directs.append(await load(direct, count, seconds, None))
+                for target, pid in paths:
+                    result = await load(target, count, seconds, pid)
+                    runs[target.name].append(result)
+                    print(f"{count} sessions, round {round_ + 1}, {target.name}: "
+                          f"{_summary(directs[-1], result)}", flush=True)  # fmt: skip
+            rows += [(count, name, directs, results) for name, results in runs.items()]
         print()
         print(_table(rows))
         if churn_total:
@@ -460,23 +544,41 @@ async def main(sessions: list[int], seconds: float, churn_total: int) -> None:
             print(_churn_table(result))
 
 
-def _table(rows: list[tuple[int, str, dict[str, Any], dict[str, Any]]]) -> str:
+def _summary(base: dict[str, Any], result: dict[str, Any]) -> str:
+    added = "/".join(f"{result[p] - base[p]:+.2f}" for p in ("p50", "p95", "p99"))
+    return f"added p50/p95/p99 {added} ms, {result['cpu_us_per_pair']:.0f} µs per pair"
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _table(rows: list[Row]) -> str:
+    """Medians over the rounds; "added" is each round's path minus that round's direct run."""
     lines = [
         "| sessions | path | frame pairs | RTT p50 / p95 / p99 (ms) | direct p50 / p95 / p99 (ms) "
-        "| added p50 / p95 / p99 (ms) | CPU µs per frame pair | RSS per session (KiB) | lost |",
+        "| added p50 / p95 / p99 (ms) | CPU µs per frame pair (rounds) | RSS per session (KiB) "
+        "| lost |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for count, name, base, result in rows:
-        added = [result[p] - base[p] for p in ("p50", "p95", "p99")]
-        per_session = (result["rss_busy_kb"] - result["rss_before_kb"]) / count
+    for count, name, directs, runs in rows:
+        pcts = ("p50", "p95", "p99")
+        rtt = [_median([run[p] for run in runs]) for p in pcts]
+        base = [_median([d[p] for d in directs]) for p in pcts]
+        added = [_median([run[p] - d[p] for run, d in zip(runs, directs, strict=True)])
+                 for p in pcts]  # fmt: skip
+        cpus = [run["cpu_us_per_pair"] for run in runs]
+        rss = _median([(run["rss_busy_kb"] - run["rss_before_kb"]) / count for run in runs])
         lines.append(
-            f"| {count} | {name} | {result['pairs']} "
-            f"| {result['p50']:.2f} / {result['p95']:.2f} / {result['p99']:.2f} "
-            f"| {base['p50']:.2f} / {base['p95']:.2f} / {base['p99']:.2f} "
-            f"| {added[0]:+.2f} / {added[1]:+.2f} / {added[2]:+.2f} "
-            f"| {result['cpu_us_per_pair']:.0f} "
-            f"| {per_session:.0f} "
-            f"| {result['lost']} |"
+            f"| {count} | {name} | {sum(run['pairs'] for run in runs)} "
+            f"| {' / '.join(f'{v:.2f}' for v in rtt)} "
+            f"| {' / '.join(f'{v:.2f}' for v in base)} "
+            f"| {' / '.join(f'{v:+.2f}' for v in added)} "
+            f"| {_median(cpus):.0f} ({', '.join(f'{c:.0f}' for c in cpus)}) "
+            f"| {rss:.0f} "
+            f"| {sum(run['lost'] for run in runs)} |"
         )
     return "\n".join(lines)
 
@@ -503,18 +605,22 @@ def cli() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_passthrough":
         _serve_passthrough(int(sys.argv[2]), sys.argv[3])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "_lean":
+        _serve_lean(int(sys.argv[2]), sys.argv[3])
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "_relay":
         _serve_relay(int(sys.argv[2]), sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sessions", default="1,50,100", help="comma-separated session counts")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per run")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds per count")
     parser.add_argument("--churn", type=int, default=1000, help="sessions for the churn run")
     args = parser.parse_args()
     counts = [int(n) for n in args.sessions.split(",") if n]
     import uvloop  # under uvicorn[standard]; the relay process runs on it too
 
-    uvloop.run(main(counts, args.seconds, args.churn))
+    uvloop.run(main(counts, args.seconds, args.repeat, args.churn))
 
 
 if __name__ == "__main__":

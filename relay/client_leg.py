@@ -22,8 +22,8 @@ import collections
 import contextlib
 from typing import Any, Protocol
 
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocketDisconnect
+from starlette.types import Receive, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import WebSocketException
 from websockets.frames import Frame, Opcode
@@ -78,13 +78,16 @@ class ClientLeg(Protocol):
         `timeout_s` passes."""
 
 
-def open_client_leg(scope: Scope, receive: Receive, send: Send, sink: ClientSink) -> ClientLeg:
-    """The fastest leg the server offers for this (not yet accepted) WebSocket."""
-    direct = scope.get("extensions", {}).get(DIRECT_EXTENSION)
+def open_client_leg(
+    websocket: WebSocket, receive: Receive, send: Send, sink: ClientSink
+) -> ClientLeg:
+    """The fastest leg the server offers for this (not yet accepted) WebSocket; `receive` and
+    `send` are its raw ASGI callables."""
+    direct = websocket.scope.get("extensions", {}).get(DIRECT_EXTENSION)
     if direct is not None:
-        leg: ClientLeg = direct["take_over"](sink, send)
+        leg: ClientLeg = direct["take_over"](sink, websocket)
         return leg
-    return AsgiLeg(receive, send, sink)
+    return AsgiLeg(websocket, receive, send, sink)
 
 
 # -- on voicegw serve: frames straight from the transport -------------------------------------
@@ -93,8 +96,8 @@ def open_client_leg(scope: Scope, receive: Receive, send: Send, sink: ClientSink
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's WebSocket protocol with the `voicegw.direct_websocket` extension.
 
-    An app that finds the extension in its scope may call `take_over(sink, send)` before it
-    accepts; from the accept on, the connection's frames bypass the ASGI queue and go to the
+    An app that finds the extension in its scope may call `take_over(sink, websocket)` before
+    it accepts; from the accept on, the connection's frames bypass the ASGI queue and go to the
     returned `DirectLeg`. An app that does not call it gets plain uvicorn behaviour."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -106,10 +109,10 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.response.status_code == 101:
             self.scope["extensions"][DIRECT_EXTENSION] = {"take_over": self._take_over}
 
-    def _take_over(self, sink: ClientSink, send: Send) -> DirectLeg:
+    def _take_over(self, sink: ClientSink, websocket: WebSocket) -> DirectLeg:
         if self.handshake_complete or self._leg is not None:
             raise RuntimeError("take_over() must come before the WebSocket is accepted")
-        self._leg = DirectLeg(self, sink, send)
+        self._leg = DirectLeg(self, sink, websocket)
         return self._leg
 
     def data_received(self, data: bytes) -> None:
@@ -139,10 +142,12 @@ class DirectLeg:
     """One taken-over connection. Frames in go to the sink from `data_received`; frames out
     are written to the transport at once."""
 
-    def __init__(self, protocol: DirectWebSocketProtocol, sink: ClientSink, send: Send) -> None:
+    def __init__(
+        self, protocol: DirectWebSocketProtocol, sink: ClientSink, websocket: WebSocket
+    ) -> None:
         self._protocol = protocol
         self.sink = sink
-        self._send = send
+        self._websocket = websocket
         self._transport = protocol.transport
         self._reader = FrameReader(masked=True, max_size=protocol.config.ws_max_size)
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -153,7 +158,7 @@ class DirectLeg:
 
     async def accept(self, subprotocol: str | None) -> None:
         self.pause_reading()
-        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+        await self._websocket.accept(subprotocol=subprotocol)
 
     def send_text(self, payload: bytes) -> None:
         if not self._close_sent and not self._transport.is_closing():
@@ -245,7 +250,10 @@ _LOW_WATER = 16 * 1024
 class AsgiLeg:
     """The portable leg: a reader task on `receive`, a writer task draining an outbox."""
 
-    def __init__(self, receive: Receive, send: Send, sink: ClientSink) -> None:
+    def __init__(
+        self, websocket: WebSocket, receive: Receive, send: Send, sink: ClientSink
+    ) -> None:
+        self._websocket = websocket
         self._receive = receive
         self._send = send
         self._sink = sink
@@ -258,7 +266,7 @@ class AsgiLeg:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def accept(self, subprotocol: str | None) -> None:
-        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+        await self._websocket.accept(subprotocol=subprotocol)
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._write())]
 
     def send_text(self, payload: bytes) -> None:

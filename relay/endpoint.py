@@ -55,7 +55,7 @@ class RelayEndpoint:
             await websocket.close(exc.code, exc.reason)
             return
         session = RelaySession(session_id=ticket.session_id, config=self.config)
-        await session.run(open_client_leg(scope, receive, send, session), subprotocol)
+        await session.run(open_client_leg(websocket, receive, send, session), subprotocol)
 
 
 def credentials(websocket: WebSocket) -> tuple[str | None, str | None]:

@@ -226,8 +226,12 @@ class RelaySession:
             name=call.name,
             arguments=call.arguments,
         )
-        if not self._done.done():
+        if self._done.done():
+            return
+        try:
             self._perform(self._core.tool_finished(result, time.monotonic()))
+        except Exception:
+            self._failed()
 
     # -- lifecycle ---------------------------------------------------------------------------
 

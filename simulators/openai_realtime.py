@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
+from pydantic_core import from_json
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -210,12 +211,12 @@ class _Connection:
     def validate(self, text: str) -> dict[str, Any] | None:
         data: Any = None
         try:
-            data = json.loads(text)
+            data = from_json(text)
             kind = data.get("type") if isinstance(data, dict) else None
             model = CLIENT_EVENT_MODELS.get(kind) if isinstance(kind, str) else None
             if model is None:
                 raise ValueError("unknown client event type")
-            model.model_validate(data)
+            model.model_validate_json(text)  # from the JSON itself, as strictly as OpenAI
         except (ValueError, ValidationError) as exc:
             kind = data.get("type") if isinstance(data, dict) else None
             self.sim.violations.append(f"invalid client event {kind!r}: {str(exc)[:200]}")

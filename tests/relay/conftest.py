@@ -53,9 +53,14 @@ def settings(relay_env: dict[str, str]) -> Settings:
     return load_settings(relay_env)
 
 
-@pytest.fixture
-async def gateway(settings: Settings) -> AsyncIterator[RunningServer]:
-    async with serve(create_app(settings), **SERVER_OPTIONS) as server:
+@pytest.fixture(params=["direct", "asgi"])
+async def gateway(
+    settings: Settings, request: pytest.FixtureRequest
+) -> AsyncIterator[RunningServer]:
+    """The gateway as `voicegw serve` runs it (the relay's direct client leg), and on plain
+    uvicorn (the portable ASGI leg): every relay test runs on both."""
+    options = SERVER_OPTIONS if request.param == "direct" else {}
+    async with serve(create_app(settings), **options) as server:
         yield server
 
 
