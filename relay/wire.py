@@ -168,8 +168,9 @@ def encode_frame(opcode: int, payload: bytes, *, mask: bool) -> bytes:
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
-    """A close frame's payload; the reason is cut to fit the 125-byte control frame."""
-    return code.to_bytes(2, "big") + reason.encode()[:123]
+    """A close frame's payload; the reason is cut (on a character boundary) to fit the
+    125-byte control frame."""
+    return code.to_bytes(2, "big") + reason.encode()[:123].decode(errors="ignore").encode()
 
 
 def parse_close(payload: bytes) -> tuple[int, str]:
