@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import struct
 
 try:
     from websockets.speedups import apply_mask
@@ -79,7 +80,7 @@ class FrameReader:
             if length == 126:
                 if end - head < 2:
                     break
-                length = int.from_bytes(buf[head : head + 2], "big")
+                length = buf[head] << 8 | buf[head + 1]
                 head += 2
             elif length == 127:
                 if end - head < 8:
@@ -151,16 +152,21 @@ class _MaskKeys:
 _mask_keys = _MaskKeys()
 
 
+_HEAD = struct.Struct("!BB").pack
+_HEAD_16 = struct.Struct("!BBH").pack
+_HEAD_64 = struct.Struct("!BBQ").pack
+
+
 def encode_frame(opcode: int, payload: bytes, *, mask: bool) -> bytes:
     """One final frame. `mask` is True on the client side (RFC 6455 5.3)."""
     length = len(payload)
-    mask_bit = 0x80 if mask else 0
+    first, mask_bit = 0x80 | opcode, 0x80 if mask else 0
     if length < 126:
-        head = bytes((0x80 | opcode, mask_bit | length))
+        head = _HEAD(first, mask_bit | length)
     elif length < 65536:
-        head = bytes((0x80 | opcode, mask_bit | 126)) + length.to_bytes(2, "big")
+        head = _HEAD_16(first, mask_bit | 126, length)
     else:
-        head = bytes((0x80 | opcode, mask_bit | 127)) + length.to_bytes(8, "big")
+        head = _HEAD_64(first, mask_bit | 127, length)
     if not mask:
         return head + payload
     key = _mask_keys.next()

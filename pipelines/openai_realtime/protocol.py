@@ -41,11 +41,12 @@ from pipelines.contracts import (
 from pipelines.contracts.messages import AgentStateName
 
 from .actions import Action, Close, StartTool, ToClient, ToUpstream
-from .client import Passed, check_client_frame
+from .client import Passed, append_audio_chars, check_client_frame
 from .options import BYTES_PER_MS, RealtimeOptions, session_update
 
 _NOTHING: tuple[Action, ...] = ()
 _TYPE_PREFIX = '{"type":"'
+_AUDIO_DELTA = '{"type":"response.output_audio.delta"'
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,10 @@ class RelayProtocol:
                     _fatal("rate_limited", f"more than {rate} messages per second"),
                 ),
             )
+        audio_chars = append_audio_chars(text)
+        if audio_chars >= 0:  # the hot path: an append, forwarded as is
+            self._audio_in_chars += audio_chars
+            return (ToUpstream(text),)
         verdict = check_client_frame(text)
         if not isinstance(verdict, Passed):
             return (ToClient(verdict.error.to_json()),)
@@ -188,6 +193,8 @@ class RelayProtocol:
 
     def upstream_event(self, text: str, now: float) -> Sequence[Action]:
         """One upstream event (already forwarded as is). Returns what to send beside it."""
+        if self._response_has_audio and text.startswith(_AUDIO_DELTA):
+            return _NOTHING  # the hot path: audio deltas after a response's first one
         event_type = event_type_of(text)
         if event_type is None:
             try:
