@@ -42,9 +42,8 @@ from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
-from websockets.uri import parse_uri
+
+from relay.upstream import Upstream
 
 CHUNK_S = 0.020
 CHUNK = base64.b64encode(bytes(480 * 2)).decode()  # 20 ms of pcm16 silence at 24 kHz
@@ -228,8 +227,6 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def child(*args: str, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
     command = [sys.executable, "-m", "bench.relay_overhead", *args]
-    if args[0] == "_relay" and os.environ.get("BENCH_RELAY_COMMAND"):
-        command = [sys.executable, os.environ["BENCH_RELAY_COMMAND"], *args[1:]]
     process = await asyncio.create_subprocess_exec(*command)
     try:
         for _ in range(400):
@@ -282,20 +279,16 @@ class Run:
     lost: int = 0
 
 
-_DELTA_PREFIX = '{"type":"response.output_audio.delta"'
+_DELTA_PREFIX = b'{"type":"response.output_audio.delta"'
 
 
-class StreamingClient(asyncio.Protocol):
-    """A lean WebSocket client (websockets' sans-I/O protocol on a bare asyncio transport), so
-    the load generator spends little CPU per frame and its own jitter stays out of the numbers.
-    Sends a 20 ms chunk every 20 ms (scheduled with call_at, no task per session) and times
-    each chunk's echo."""
+class StreamingClient:
+    """One streaming session on the relay's own lean client (relay.upstream.Upstream: frames
+    handled in `data_received`, no task per session), so the load generator spends little CPU
+    per frame and its own jitter stays out of the numbers. Sends a 20 ms chunk every 20 ms
+    (scheduled with call_at) and times each chunk's echo."""
 
-    def __init__(self, url: str, headers: dict[str, str], ready_type: str, run: Run) -> None:
-        self._ws = ClientProtocol(parse_uri(url), max_size=None)
-        self._request = self._ws.connect()
-        for name, value in headers.items():
-            self._request.headers[name] = value
+    def __init__(self, ready_type: str, run: Run) -> None:
         self._ready_type = ready_type
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._run = run
@@ -304,41 +297,30 @@ class StreamingClient(asyncio.Protocol):
         self._measure_from = self._until = 0.0
         self._next = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self.transport: asyncio.Transport | None = None
+        self.up: Upstream | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self._ws.send_request(self._request)
-        self._flush()
+    # -- UpstreamSink ----------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
-        self._ws.receive_data(data)
-        for event in self._ws.events_received():
-            if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                self._on_text(bytes(event.data).decode())
-        self._flush()
+    def on_upstream_message(self, payload: bytes) -> None:
+        if payload.startswith(_DELTA_PREFIX):
+            start = payload.index(b'"item_id":"') + 11
+            t0 = self._sent.pop(payload[start : payload.index(b'"', start)].decode(), None)
+            if t0 is not None and t0 >= self._measure_from:
+                self._run.rtts_ms.append((time.perf_counter() - t0) * 1000)
+                self._run.pairs += 1
+        elif not self.ready.done() and f'"type":"{self._ready_type}"'.encode() in payload[:40]:
+            self.ready.set_result(None)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def on_upstream_closed(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("closed before ready"))
 
-    def _on_text(self, text: str) -> None:
-        if text.startswith(_DELTA_PREFIX):
-            start = text.index('"item_id":"') + 11
-            t0 = self._sent.pop(text[start : text.index('"', start)], None)
-            if t0 is not None and t0 >= self._measure_from:
-                self._run.rtts_ms.append((time.perf_counter() - t0) * 1000)
-                self._run.pairs += 1
-        elif not self.ready.done() and f'"type":"{self._ready_type}"' in text[:40]:
-            self.ready.set_result(None)
+    def on_upstream_backpressure(self, paused: bool) -> None:
+        pass
 
-    def _flush(self) -> None:
-        assert self.transport is not None
-        for data in self._ws.data_to_send():
-            if data:
-                self.transport.write(data)
+    # -- load ------------------------------------------------------------------------------
 
     def start(self, measure_from: float, until: float) -> None:
         self._measure_from, self._until = measure_from, until
@@ -353,22 +335,20 @@ class StreamingClient(asyncio.Protocol):
         self._seq += 1
         key = str(self._seq)
         self._sent[key] = time.perf_counter()
-        self._ws.send_text(
+        assert self.up is not None
+        self.up.send_text(
             ('{"type":"input_audio_buffer.append","event_id":"' + key + '","audio":"'
              + CHUNK + '"}').encode()
         )  # fmt: skip
-        self._flush()
         self._next += CHUNK_S
         self._timer = asyncio.get_running_loop().call_at(self._next, self._tick)
 
-    def finish(self) -> None:
+    async def finish(self) -> None:
         """Count unanswered chunks and close cleanly."""
         self._run.lost += len(self._sent)
         self._sent.clear()
-        self._ws.send_close(1000)
-        self._flush()
-        assert self.transport is not None
-        self.transport.close()
+        if self.up is not None:
+            await self.up.aclose(1.0)
 
 
 async def open_streaming(
@@ -383,13 +363,11 @@ async def open_streaming(
         response.raise_for_status()
         headers = {"Authorization": f"Bearer {response.json()['relay']['ticket']}"}
         url = target.ws_url
-    ready = "session.updated" if target.http_url is not None else "session.created"
-    loop = asyncio.get_running_loop()
-    _, client = await loop.create_connection(
-        lambda: StreamingClient(url, headers, ready, run),
-        "127.0.0.1",
-        int(url.split(":")[2].split("/")[0]),
+    client = StreamingClient("session.updated" if target.http_url else "session.created", run)
+    client.up = await Upstream.connect(
+        url, sink=client, headers=headers, max_size=1 << 24, open_timeout_s=10
     )
+    client.up.start()
     await client.ready
     return client
 
@@ -419,9 +397,7 @@ async def load(
     cpu = await _cpu_window(relay_pid, warmup, seconds)
     await asyncio.sleep(max(0.0, until - time.perf_counter()) + 0.3)  # last echoes
     rss_busy = rss_kb(relay_pid) if relay_pid else 0
-    for client in clients:
-        client.finish()
-    await asyncio.sleep(0.2)
+    await asyncio.gather(*(client.finish() for client in clients))
     rtts = sorted(run.rtts_ms)
     return {
         "p50": _pct(rtts, 50),

@@ -286,15 +286,12 @@ class AsgiLeg:
         self._readable.set()
 
     async def close(self, code: int, reason: str, timeout_s: float) -> None:
-        reader = self._tasks[0] if self._tasks else None
-        if reader is not None:
-            reader.cancel()
-        if not self._gone:
-            self._outbox.append((code, reason))
+        if self._tasks and not self._gone:
+            self._outbox.append((code, reason))  # the writer sends it after what is queued
             self._wake.set()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await asyncio.wait(self._tasks[1:])
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

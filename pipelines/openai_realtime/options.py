@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -53,6 +54,7 @@ class RealtimeOptions:
     tools: tuple[ToolSpec, ...] = CATALOGUE
 
 
+@functools.cache  # one text per configuration: building the tools' JSON Schemas takes ~1 ms
 def session_update(options: RealtimeOptions) -> str:
     """The relay's first upstream message, validated against the SDK's GA type."""
     pcm = {"type": "audio/pcm", "rate": SAMPLE_RATE}
