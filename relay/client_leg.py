@@ -106,7 +106,12 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
-        if self.response.status_code == 101:
+        # Offered only on plain connections: the direct leg reads no extension (a server run
+        # with per-message deflate on hands deflated connections to the ASGI leg).
+        if (
+            self.response.status_code == 101
+            and "Sec-WebSocket-Extensions" not in self.response.headers
+        ):
             self.scope["extensions"][DIRECT_EXTENSION] = {"take_over": self._take_over}
 
     def _take_over(self, sink: ClientSink, websocket: WebSocket) -> DirectLeg:

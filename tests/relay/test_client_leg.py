@@ -259,3 +259,23 @@ async def test_server_shutdown_closes_1012(
                 while True:
                     await ws.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+
+
+async def test_deflated_connections_take_the_asgi_leg(
+    relay_env: dict[str, str], realtime: RealtimeSimulator
+) -> None:
+    """On a server run with per-message deflate, a client that negotiates it is relayed by the
+    ASGI leg (the direct leg reads no extension and would refuse its compressed frames)."""
+    async with direct_gateway(relay_env, ws_per_message_deflate=True) as relay:
+        ticket = await relay.ticket()
+        async with connect(
+            f"{relay.server.ws_url}/v1/realtime",
+            additional_headers={"Authorization": f"Bearer {ticket}"},
+            compression="deflate",
+        ) as ws:
+            assert ws.response is not None
+            assert "permessage-deflate" in ws.response.headers.get("Sec-WebSocket-Extensions", "")
+            await until(ws, "session.updated")
+            await ws.send(text_item("compressed " * 50))
+            await realtime.wait_for(lambda: len(realtime.received) == 2)
+    assert realtime.received[1] == json.loads(text_item("compressed " * 50))
