@@ -36,10 +36,8 @@ from .wire import (
     PONG,
     TEXT,
     FrameReader,
+    FrameSender,
     ProtocolError,
-    close_payload,
-    encode_frame,
-    parse_close,
 )
 
 DIRECT_EXTENSION = "voicegw.direct_websocket"
@@ -132,6 +130,14 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._leg is not None:
             self._leg.connection_lost()
 
+    def shutdown(self) -> None:
+        """The server is stopping: a taken-over connection closes 1012 through its leg."""
+        if self._leg is None or not self.handshake_complete:
+            super().shutdown()
+            return
+        self.stop_keepalive()
+        self._leg.sender.fail(1012, "server shutting down")
+
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._leg is not None:
@@ -154,9 +160,9 @@ class DirectLeg:
         self.sink = sink
         self._websocket = websocket
         self._transport = protocol.transport
+        self.sender = FrameSender(protocol.transport, mask=False)
         self._reader = FrameReader(masked=True, max_size=protocol.config.ws_max_size)
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._close_sent = False
         self._reading = True
         if protocol.disconnected:  # lost before the app got here
             self._closed.set_result(None)
@@ -166,8 +172,7 @@ class DirectLeg:
         await self._websocket.accept(subprotocol=subprotocol)
 
     def send_text(self, payload: bytes) -> None:
-        if not self._close_sent and not self._transport.is_closing():
-            self._transport.write(encode_frame(TEXT, payload, mask=False))
+        self.sender.send(TEXT, payload)
 
     def pause_reading(self) -> None:
         if self._reading and not self._transport.is_closing():
@@ -182,7 +187,7 @@ class DirectLeg:
     async def close(self, code: int, reason: str, timeout_s: float) -> None:
         if self._closed.done():
             return
-        self._send_close(code, reason)
+        self.sender.send_close(code, reason)
         self.resume_reading()  # the client's answer must be read
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
@@ -191,10 +196,11 @@ class DirectLeg:
     # -- from the protocol -------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        sender = self.sender
         try:
             frames = self._reader.feed(data)
         except ProtocolError as exc:
-            self._fail(exc.code, exc.reason)
+            sender.fail(exc.code, exc.reason)
             return
         sink = self.sink
         for opcode, payload in frames:
@@ -202,48 +208,23 @@ class DirectLeg:
                 try:
                     text = payload.decode()
                 except UnicodeDecodeError:
-                    self._fail(1007, "text frame is not UTF-8")
+                    sender.fail(1007, "text frame is not UTF-8")
                     return
                 sink.on_client_text(text)
             elif opcode == BINARY:
                 sink.on_client_binary(len(payload))
             elif opcode == PING:
-                self._write(encode_frame(PONG, payload, mask=False))
+                sender.send(PONG, payload)
             elif opcode == PONG:
                 self._protocol.handle_pong(Frame(Opcode.PONG, payload))  # uvicorn's keepalive
             elif opcode == CLOSE:
-                self._on_close(payload)
+                sender.answer_close(payload)
                 return
 
     def connection_lost(self) -> None:
         if not self._closed.done():
             self._closed.set_result(None)
             self.sink.on_client_closed()
-
-    # -- internals ---------------------------------------------------------------------------
-
-    def _on_close(self, payload: bytes) -> None:
-        try:
-            code, _ = parse_close(payload)
-        except ProtocolError as exc:
-            self._fail(exc.code, exc.reason)
-            return
-        self._send_close(code if code != 1005 else 1000, "")
-        self._transport.close()
-
-    def _fail(self, code: int, reason: str) -> None:
-        self._send_close(code, reason)
-        self._transport.close()
-
-    def _send_close(self, code: int, reason: str) -> None:
-        if not self._close_sent:
-            self._close_sent = True
-            self._protocol.close_sent = True  # uvicorn's shutdown then just closes the socket
-            self._write(encode_frame(CLOSE, close_payload(code, reason), mask=False))
-
-    def _write(self, data: bytes) -> None:
-        if not self._transport.is_closing():
-            self._transport.write(data)
 
 
 # -- on any ASGI server ---------------------------------------------------------------------

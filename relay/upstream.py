@@ -17,14 +17,13 @@ from .wire import (
     BINARY,
     CLOSE,
     PING,
+    PONG,
     TEXT,
     FrameReader,
+    FrameSender,
     ProtocolError,
     accept_value,
-    close_payload,
-    encode_frame,
     new_key,
-    parse_close,
 )
 
 _MAX_RESPONSE_HEAD = 16 * 1024
@@ -61,8 +60,8 @@ class Upstream(asyncio.Protocol):
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._closed = asyncio.get_running_loop().create_future()
         self._transport: asyncio.Transport | None = None
+        self._sender: FrameSender | None = None
         self._open = False
-        self._close_sent = False
 
     @classmethod
     async def connect(
@@ -121,8 +120,9 @@ class Upstream(asyncio.Protocol):
             self.data_received(held)
 
     def send_text(self, payload: bytes) -> None:
-        if self._open and not self._close_sent and self._transport is not None:
-            self._transport.write(encode_frame(TEXT, payload, mask=True))
+        if self._open:
+            assert self._sender is not None
+            self._sender.send(TEXT, payload)
 
     def pause_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -134,9 +134,9 @@ class Upstream(asyncio.Protocol):
 
     async def aclose(self, timeout_s: float) -> None:
         """Closing handshake (1000), waiting at most `timeout_s` for OpenAI's answer."""
-        if self._transport is None or self._closed.done():
+        if self._sender is None or self._closed.done():
             return
-        self._send_close(1000, "")
+        self._sender.send_close(1000)
         self.resume_reading()  # the answer must be read
         try:
             async with asyncio.timeout(timeout_s):
@@ -152,7 +152,8 @@ class Upstream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self._transport.write(self._request)  # type: ignore[union-attr]
+        self._sender = FrameSender(self._transport, mask=True)  # type: ignore[arg-type]
+        self._sender.transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
         if not self._open:
@@ -162,10 +163,12 @@ class Upstream(asyncio.Protocol):
             if self._open:
                 self.pause_reading()
             return
+        sender = self._sender
+        assert sender is not None
         try:
             frames = self._reader.feed(data)
         except ProtocolError as exc:
-            self._fail(exc.code, exc.reason)
+            sender.fail(exc.code, exc.reason)
             return
         sink = self._sink
         for opcode, payload in frames:
@@ -174,9 +177,9 @@ class Upstream(asyncio.Protocol):
             elif opcode == BINARY:
                 sink.on_upstream_message(payload.decode("utf-8", "replace").encode())
             elif opcode == PING:
-                self._write(encode_frame(0xA, payload, mask=True))
+                sender.send(PONG, payload)
             elif opcode == CLOSE:
-                self._on_close(payload)
+                sender.answer_close(payload)
                 return
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -233,28 +236,3 @@ class Upstream(asyncio.Protocol):
         if not self.opened.done():
             self.opened.set_exception(UpstreamError(why))
         self.abort()
-
-    def _on_close(self, payload: bytes) -> None:
-        try:
-            code, _ = parse_close(payload)
-        except ProtocolError as exc:
-            self._fail(exc.code, exc.reason)
-            return
-        if not self._close_sent:
-            self._send_close(code if code != 1005 else 1000, "")
-        assert self._transport is not None
-        self._transport.close()
-
-    def _fail(self, code: int, reason: str) -> None:
-        self._send_close(code, reason)
-        assert self._transport is not None
-        self._transport.close()
-
-    def _send_close(self, code: int, reason: str) -> None:
-        if not self._close_sent:
-            self._close_sent = True
-            self._write(encode_frame(CLOSE, close_payload(code, reason), mask=True))
-
-    def _write(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)

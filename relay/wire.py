@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 import struct
+from typing import Protocol
 
 try:
     from websockets.speedups import apply_mask
@@ -171,6 +172,52 @@ def encode_frame(opcode: int, payload: bytes, *, mask: bool) -> bytes:
         return head + payload
     key = _mask_keys.next()
     return head + key + apply_mask(payload, key)
+
+
+class Transport(Protocol):
+    """The part of an asyncio transport a FrameSender uses."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class FrameSender:
+    """The sending side of one end of a connection, and the closing handshake both relay
+    legs share. `mask` is True on the client side."""
+
+    def __init__(self, transport: Transport, *, mask: bool) -> None:
+        self.transport = transport
+        self._mask = mask
+        self.close_sent = False
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        """A data or control frame; nothing is sent after our close frame."""
+        if not self.close_sent and not self.transport.is_closing():
+            self.transport.write(encode_frame(opcode, payload, mask=self._mask))
+
+    def send_close(self, code: int, reason: str = "") -> None:
+        if not self.close_sent:
+            self.send(CLOSE, close_payload(code, reason))
+            self.close_sent = True
+
+    def fail(self, code: int, reason: str) -> None:
+        """The peer broke the protocol (or the server is going away): close with `code`."""
+        self.send_close(code, reason)
+        self.transport.close()
+
+    def answer_close(self, payload: bytes) -> None:
+        """The peer's close frame arrived: answer it (with its code, unless we closed first)
+        and close the transport."""
+        try:
+            code, _ = parse_close(payload)
+        except ProtocolError as exc:
+            self.fail(exc.code, exc.reason)
+            return
+        self.send_close(code if code != 1005 else 1000)
+        self.transport.close()
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
