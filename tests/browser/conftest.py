@@ -29,7 +29,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
 from starlette.applications import Starlette
 
-from gateway.app import create_app
+from gateway.app import SERVER_OPTIONS, create_app
 from pipelines.contracts import Settings, load_settings
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.server import RunningServer, serve
@@ -114,7 +114,7 @@ async def serve_late(build: Callable[[RunningServer], Starlette]) -> AsyncIterat
         assert app is not None, "the app is built before the server is handed out"
         await app(scope, receive, send)
 
-    async with serve(asgi, ws_max_size=16 * 1024 * 1024) as server:
+    async with serve(asgi, **SERVER_OPTIONS) as server:  # as `voicegw serve` serves it
         app = build(server)
         yield server
 
