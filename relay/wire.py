@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 import struct
+from collections.abc import Callable
 from typing import Protocol
 
 try:
@@ -188,9 +189,14 @@ class FrameSender:
     """The sending side of one end of a connection, and the closing handshake both relay
     legs share. `mask` is True on the client side."""
 
-    def __init__(self, transport: Transport, *, mask: bool) -> None:
+    def __init__(
+        self, transport: Transport, *, mask: bool, on_close_sent: Callable[[], None] | None = None
+    ) -> None:
+        """`on_close_sent` runs once our close frame is out (whoever else writes to the
+        connection must stop there too)."""
         self.transport = transport
         self._mask = mask
+        self._on_close_sent = on_close_sent
         self.close_sent = False
 
     def send(self, opcode: int, payload: bytes) -> None:
@@ -202,6 +208,8 @@ class FrameSender:
         if not self.close_sent:
             self.send(CLOSE, close_payload(code, reason))
             self.close_sent = True
+            if self._on_close_sent is not None:
+                self._on_close_sent()
 
     def fail(self, code: int, reason: str) -> None:
         """The peer broke the protocol (or the server is going away): close with `code`."""

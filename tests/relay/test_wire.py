@@ -21,6 +21,7 @@ from relay.wire import (
     PONG,
     TEXT,
     FrameReader,
+    FrameSender,
     ProtocolError,
     accept_value,
     close_payload,
@@ -294,3 +295,38 @@ def test_each_masked_frame_gets_a_fresh_key() -> None:
 def test_masking_keys_stay_fresh_across_pool_refills() -> None:
     keys = [encode_frame(PONG, b"", mask=True)[2:6] for _ in range(3000)]  # ~3 pools of 1,024
     assert len(set(keys)) > 2990  # a repeat or two is chance; a reused pool is 1,024
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_sender_stops_at_its_close_frame_and_says_so_once() -> None:
+    transport, closes = RecordingTransport(), []
+    sender = FrameSender(transport, mask=False, on_close_sent=lambda: closes.append(1))
+    sender.send(TEXT, b"before")
+    sender.send_close(1000, "bye")
+    sender.send_close(1011, "again")
+    sender.send(TEXT, b"after")
+    reader = FrameReader(masked=False, max_size=1024)
+    frames = reader.feed(b"".join(transport.written))
+    assert frames == [(TEXT, b"before"), (CLOSE, close_payload(1000, "bye"))]
+    assert closes == [1] and not transport.closed
+
+
+def test_sender_answers_a_close_with_its_code_and_closes() -> None:
+    transport = RecordingTransport()
+    FrameSender(transport, mask=True).answer_close(close_payload(4000, "done"))
+    frames = FrameReader(masked=True, max_size=1024).feed(b"".join(transport.written))
+    assert frames == [(CLOSE, close_payload(4000))] and transport.closed
