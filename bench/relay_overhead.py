@@ -64,8 +64,11 @@ def _serve_simulator(port: int) -> None:
         validate_outgoing=False,
         default_reply=Say(audio_ms=3000, pace=True),
     )
+    from gateway.app import SERVER_OPTIONS
+
+    # Served like the gateway, the echo simulator answers appends from the socket's callback.
     uvicorn.run(sim.app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
-                ws_per_message_deflate=False)  # fmt: skip
+                **SERVER_OPTIONS)  # fmt: skip
 
 
 def _serve_relay(port: int, upstream: str) -> None:

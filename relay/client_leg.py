@@ -130,9 +130,6 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._leg is not None:
             self._leg.connection_lost()
 
-    def mark_close_sent(self) -> None:
-        self.close_sent = True
-
     def shutdown(self) -> None:
         """The server is stopping: a taken-over connection closes 1012 through its leg."""
         if self._leg is None or not self.handshake_complete:
@@ -165,7 +162,7 @@ class DirectLeg:
         self._transport = protocol.transport
         # uvicorn's keepalive pings must stop at our close frame too.
         self.sender = FrameSender(
-            protocol.transport, mask=False, on_close_sent=protocol.mark_close_sent
+            protocol.transport, mask=False, on_close_sent=protocol.stop_keepalive
         )
         self._reader = FrameReader(masked=True, max_size=protocol.config.ws_max_size)
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -12,7 +12,11 @@ with "(simulated)". A test scripts replies (`script()`), reads what arrived (`re
 first audio would.
 
 `echo=True` is the benchmark mode: every appended chunk comes straight back as an audio delta
-whose `item_id` is the append's `event_id`, so a client can time each frame pair.
+whose `item_id` is the append's `event_id`, so a client can time each frame pair. Served the
+way the gateway is (`gateway.app.SERVER_OPTIONS`), an echo simulator takes its connections'
+frames over through the `voicegw.direct_websocket` extension and echoes each append from the
+socket's callback (still validated with the SDK types), so it costs a benchmark's shared cores
+little; every other event goes through the same handlers as always.
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from openai.types.realtime import InputAudioBufferAppendEvent
 from pydantic import ValidationError
 from pydantic_core import from_json
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from relay.client_leg import DIRECT_EXTENSION, ClientLeg
 
 from .realtime_events import (
     CLIENT_EVENT_MODELS,
@@ -53,6 +60,7 @@ CHUNK_MS = 20
 SPEECH_RMS = 0.02  # of full scale: above this a chunk counts as speech
 DEFAULT_API_KEY = "sk-simulated-openai-key"
 DEFAULT_USER_TRANSCRIPT = "(simulated) user speech"
+_APPEND = '{"type":"input_audio_buffer.append"'
 
 
 @dataclass(frozen=True)
@@ -139,11 +147,17 @@ class RealtimeSimulator:
             self.violations.append("sent an OpenAI-Beta header (beta protocol)")
         model = websocket.query_params.get("model", "")
         self.models.append(model)
-        await websocket.accept()
+        connection = _Connection(self, websocket, model)
+        direct = websocket.scope.get("extensions", {}).get(DIRECT_EXTENSION)
+        if self.echo and direct is not None:
+            connection.leg = direct["take_over"](connection, websocket)
+            await connection.leg.accept(None)
+            connection.leg.resume_reading()
+        else:
+            await websocket.accept()
         self.connections += 1
         self.open_connections += 1
         self._touch()
-        connection = _Connection(self, websocket, model)
         try:
             await connection.run()
         finally:
@@ -173,6 +187,50 @@ class _Connection:
         self.audio_deltas = 0
         self.echo_response: str | None = None
         self.closed = False
+        self.leg: ClientLeg | None = None  # set when the frames were taken over (echo mode)
+        self._inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._idle = False  # the handler loop waits on an empty inbox
+
+    # -- the direct leg's sink (echo mode on a direct server) --------------------------------
+
+    def on_client_text(self, text: str) -> None:
+        if self._idle and self.echo_response is not None and text.startswith(_APPEND):
+            try:  # an echo append, answered from the socket's callback
+                append = InputAudioBufferAppendEvent.model_validate_json(text)
+            except ValidationError:
+                pass  # the handler loop records it and answers with OpenAI's error
+            else:
+                assert self.leg is not None
+                self.leg.send_text(self.echo_delta(append.audio, append.event_id).encode())
+                return
+        self._inbox.put_nowait(text)
+
+    def on_client_binary(self, size: int) -> None:
+        self._inbox.put_nowait("")  # not JSON: the loop answers OpenAI's error
+
+    def on_client_closed(self) -> None:
+        self._inbox.put_nowait(None)
+
+    def on_client_backpressure(self, paused: bool) -> None:
+        pass
+
+    async def send_text(self, text: str) -> None:
+        if self.leg is None:
+            await self.ws.send_text(text)
+        else:  # taken over: everything goes out through the leg, and stops at a close
+            self.leg.send_text(text.encode())
+
+    async def receive_text(self) -> str:
+        if self.leg is None:
+            return await self.ws.receive_text()
+        self._idle = self._inbox.empty()
+        try:
+            text = await self._inbox.get()
+        finally:
+            self._idle = False
+        if text is None:
+            raise WebSocketDisconnect(1000)
+        return text
 
     async def run(self) -> None:
         handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -190,7 +248,7 @@ class _Connection:
                 event("session.created", session=session_object(self.session, self.model))
             )
             while True:
-                text = await self.ws.receive_text()
+                text = await self.receive_text()
                 data = self.validate(text)
                 if data is None:
                     await self.error("invalid_request_error", "client event")
@@ -239,7 +297,7 @@ class _Connection:
     async def send(self, data: dict[str, Any]) -> None:
         if self.sim.validate_outgoing:
             SERVER_EVENT_MODELS[data["type"]].model_validate(data)
-        await self.ws.send_text(json.dumps(data, separators=(",", ":")))
+        await self.send_text(json.dumps(data, separators=(",", ":")))
 
     # -- client events -----------------------------------------------------------------------
 
@@ -487,16 +545,21 @@ class _Connection:
                     response=response_object(self.echo_response, "in_progress", []),
                 )
             )
-        # Hand-built with `type` first and no validation: this is the benchmark's hot path.
-        await self.ws.send_text(
+        await self.send_text(self.echo_delta(data["audio"], data.get("event_id")))
+
+    def echo_delta(self, audio: str, event_id: str | None) -> str:
+        """The delta answering an append. Hand-built with `type` first and no validation: this
+        is the benchmark's hot path."""
+        assert self.echo_response is not None
+        return (
             '{"type":"response.output_audio.delta","event_id":"'
             + new_id("event")
             + '","response_id":"'
             + self.echo_response
             + '","item_id":"'
-            + str(data.get("event_id", ""))
+            + (event_id or "")
             + '","output_index":0,"content_index":0,"delta":"'
-            + data["audio"]
+            + audio
             + '"}'
         )
 
