@@ -74,6 +74,7 @@ class RelaySession:
         self._tools: set[asyncio.Task[None]] = set()
         self._executor = N8nExecutor(config.n8n_base_url, timeout_s=config.n8n_timeout_s)
         self._done: asyncio.Future[Close] = asyncio.get_running_loop().create_future()
+        self._ended = False
         self._client_gone = False
         self._stall_timer: asyncio.TimerHandle | None = None
 
@@ -139,7 +140,7 @@ class RelaySession:
     # -- from the legs (called from their transports' callbacks) ----------------------------
 
     def on_client_text(self, text: str) -> None:
-        if self._done.done():
+        if self._ended:
             return
         try:
             self._perform(self._core.client_frame(text, time.monotonic()))
@@ -147,7 +148,7 @@ class RelaySession:
             self._failed()
 
     def on_client_binary(self, size: int) -> None:
-        if not self._done.done():
+        if not self._ended:
             self._perform(self._core.binary_frame(size))
 
     def on_client_closed(self) -> None:
@@ -171,7 +172,7 @@ class RelaySession:
                 self._upstream.resume_reading()
 
     def on_upstream_message(self, payload: bytes) -> None:
-        if self._done.done():
+        if self._ended:
             return
         assert self._client is not None
         self._client.send_text(payload)  # every event is forwarded, as received
@@ -226,7 +227,7 @@ class RelaySession:
             name=call.name,
             arguments=call.arguments,
         )
-        if self._done.done():
+        if self._ended:
             return
         try:
             self._perform(self._core.tool_finished(result, time.monotonic()))
@@ -258,7 +259,8 @@ class RelaySession:
             return None
 
     def _finish(self, close: Close) -> None:
-        if not self._done.done():
+        if not self._ended:
+            self._ended = True  # frames that still arrive are ignored
             self._done.set_result(close)
 
     async def _shutdown(self, close: Close) -> None:
