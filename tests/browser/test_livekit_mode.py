@@ -117,23 +117,12 @@ def test_livekit_mode_publishes_the_microphone_and_shows_the_agents_messages(
         {"type": "transcript.user", "text": "What is next on the agenda?", "final": True},
         {"type": "agent.state", "state": "thinking"},
         {"type": "tool.started", "call_id": "call_1", "name": "query_database"},
-        {
-            "type": "tool.finished",
-            "call_id": "call_1",
-            "name": "query_database",
-            "status": "ok",
-            "duration_ms": 231.4,
-        },
+        {"type": "tool.finished", "call_id": "call_1", "name": "query_database",
+         "status": "ok", "duration_ms": 231.4},
         {"type": "agent.state", "state": "speaking"},
         {"type": "transcript.assistant", "text": REPLY, "final": True},
-        {
-            "type": "metrics.turn",
-            "eou_ms": 300,
-            "stt_ms": 120,
-            "llm_ttft_ms": 180,
-            "tts_ttfb_ms": 150,
-            "voice_to_voice_ms": 612.4,
-        },
+        {"type": "metrics.turn", "eou_ms": 300, "stt_ms": 120, "llm_ttft_ms": 180,
+         "tts_ttfb_ms": 150, "voice_to_voice_ms": 612.4},
     ]
     for message in messages:
         page.evaluate("m => fakeLiveKit.send(m)", message)
@@ -155,10 +144,7 @@ def test_livekit_mode_publishes_the_microphone_and_shows_the_agents_messages(
         ("assistant", REPLY, True),
     ]
     assert page.evaluate("window.voicePage.stateHistory") == [
-        "initializing",
-        "listening",
-        "thinking",
-        "speaking",
+        "initializing", "listening", "thinking", "speaking",
     ]
     assert page.locator("#tool").inner_text() == "query_database done (231 ms)"
     assert page.locator("#agent-state").inner_text() == "Speaking"
