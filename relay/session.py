@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
+from time import monotonic
 
 from pipelines.contracts import N8nExecutor, VoiceError
 from pipelines.contracts.metrics import RELAY_SESSIONS_ACTIVE, UPSTREAM_ERRORS, observe_turn
 from pipelines.openai_realtime import (
+    FORWARD,
     Action,
     Close,
+    Forward,
     RelayProtocol,
     StartTool,
     ToClient,
@@ -81,7 +83,7 @@ class RelaySession:
     async def run(self, client: ClientLeg, subprotocol: str | None) -> None:
         """Accept `client` and relay until the session ends. Cancelling it is safe: everything
         is closed on the way out."""
-        started = time.monotonic()
+        started = monotonic()
         close = _INTERNAL
         self._client = client
         RELAY_SESSIONS_ACTIVE.inc()
@@ -110,7 +112,7 @@ class RelaySession:
                     "session_id": self._session_id,
                     "close_code": close.code,
                     "close_reason": close.reason,
-                    "duration_s": round(time.monotonic() - started, 1),
+                    "duration_s": round(monotonic() - started, 1),
                 },
             )
 
@@ -118,9 +120,7 @@ class RelaySession:
         """Wait for the session's end: a verdict, the session limit, or a stalled client (all
         three arrive through `_done`; nothing polls)."""
         loop = asyncio.get_running_loop()
-        limit = loop.call_later(
-            max(0.0, deadline - time.monotonic()), self._finish, self._expired()
-        )
+        limit = loop.call_later(max(0.0, deadline - monotonic()), self._finish, self._expired())
         try:
             return await asyncio.shield(self._done)
         finally:
@@ -143,7 +143,12 @@ class RelaySession:
         if self._ended:
             return
         try:
-            self._perform(self._core.client_frame(text, time.monotonic()))
+            actions = self._core.client_frame(text, monotonic())
+            if actions is FORWARD:  # nearly every frame: an audio append
+                assert self._upstream is not None
+                self._upstream.send_text(text.encode())
+            else:
+                self._perform(actions, text)
         except Exception:
             self._failed()
 
@@ -176,9 +181,11 @@ class RelaySession:
             return
         assert self._client is not None
         self._client.send_text(payload)  # every event is forwarded, as received
+        if self._core.is_passthrough(payload):  # nearly every event: an audio delta
+            return
         try:
             text = payload.decode("utf-8", "replace")
-            self._perform(self._core.upstream_event(text, time.monotonic()))
+            self._perform(self._core.upstream_event(text, monotonic()))
         except Exception:
             self._failed()
 
@@ -200,10 +207,14 @@ class RelaySession:
         log.exception("relay step failed", extra={"session_id": self._session_id})
         self._finish(_INTERNAL)
 
-    def _perform(self, actions: Sequence[Action]) -> None:
-        """Carry out the protocol's actions in order; a Close ends the session."""
+    def _perform(self, actions: Sequence[Action], client_frame: str = "") -> None:
+        """Carry out the protocol's actions in order; a Close ends the session.
+        `client_frame` is the frame a `Forward` sends on."""
         for action in actions:
             match action:
+                case Forward():
+                    assert self._upstream is not None
+                    self._upstream.send_text(client_frame.encode())
                 case ToUpstream(text=text):
                     assert self._upstream is not None
                     self._upstream.send_text(text.encode())
@@ -230,7 +241,7 @@ class RelaySession:
         if self._ended:
             return
         try:
-            self._perform(self._core.tool_finished(result, time.monotonic()))
+            self._perform(self._core.tool_finished(result, monotonic()))
         except Exception:
             self._failed()
 

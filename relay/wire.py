@@ -53,7 +53,7 @@ class FrameReader:
         """`masked`: frames must arrive masked (we are the server) or unmasked (the client).
         `max_size`: the largest message accepted; beyond it is close code 1009, raised as soon
         as the header announces it, before the payload is buffered."""
-        self._masked = masked
+        self._mask_bit = 0x80 if masked else 0
         self._max_size = max_size
         self._buffer = bytearray()
         self._fragments: list[bytes] = []
@@ -68,16 +68,16 @@ class FrameReader:
         else:
             buf = data
         out: list[tuple[int, bytes]] = []
-        pos, end, masked, max_size = 0, len(buf), self._masked, self._max_size
+        pos, end, mask_bit, max_size = 0, len(buf), self._mask_bit, self._max_size
         fragments = self._fragments
         while end - pos >= 2:
             first, second = buf[pos], buf[pos + 1]
             if first & 0x70:
                 raise ProtocolError(1002, "reserved bits set")
-            opcode, fin, length = first & 0x0F, first & 0x80, second & 0x7F
-            if bool(second & 0x80) is not masked:
-                raise ProtocolError(1002, "client frames must be masked" if masked
+            if second & 0x80 != mask_bit:
+                raise ProtocolError(1002, "client frames must be masked" if mask_bit
                                     else "server frames must not be masked")  # fmt: skip
+            opcode, fin, length = first & 0x0F, first & 0x80, second & 0x7F
             head = pos + 2
             if length == 126:
                 if end - head < 2:
@@ -89,15 +89,17 @@ class FrameReader:
                     break
                 length = int.from_bytes(buf[head : head + 8], "big")
                 head += 8
-            if not (fin and opcode in _MESSAGE_OPCODES and length <= max_size) or fragments:
+            if fragments or not (fin and opcode in _MESSAGE_OPCODES and length <= max_size):
                 self._check_header(opcode, fin, length)  # anything but a whole small message
-            start = head + 4 if masked else head
-            if end - start < length:
+            start = head + 4 if mask_bit else head
+            stop = start + length
+            if stop > end:
                 break
-            payload = bytes(buf[start : start + length])
-            if masked:
-                payload = apply_mask(payload, bytes(buf[head:start]))
-            pos = start + length
+            if mask_bit:
+                payload = apply_mask(buf[start:stop], buf[head:start])
+            else:
+                payload = bytes(buf[start:stop])  # a copy only when buf is the bytearray
+            pos = stop
             if opcode >= CLOSE:
                 out.append((opcode, payload))
             elif opcode == CONT:

@@ -9,6 +9,16 @@ from pipelines.contracts import MetricsTurn, VoiceError
 
 
 @dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the client frame being handled to OpenAI exactly as it arrived."""
+
+
+FORWARD: tuple[Forward] = (Forward(),)
+"""What `client_frame` returns for nearly every frame (audio appends): one shared value, so
+the I/O layer can spot it by identity and the hot path allocates nothing."""
+
+
+@dataclass(frozen=True, slots=True)
 class ToUpstream:
     """Send this text frame to OpenAI."""
 
@@ -42,4 +52,4 @@ class Close:
     error: VoiceError | None = None
 
 
-Action = ToUpstream | ToClient | StartTool | Close
+Action = Forward | ToUpstream | ToClient | StartTool | Close

@@ -133,9 +133,10 @@ ALLOWED: dict[str, tuple[type[BaseModel], _Rewrite]] = {
 
 
 # How our page and the openai SDKs start an append. Appends are nearly every frame a client
-# sends, so such a frame is validated straight from its JSON by the SDK model (Rust-side
-# parsing, about 1.5 µs for 20 ms of audio, where json.loads alone costs 2 to 4).
+# sends, so such a frame is validated straight from its JSON by the SDK model's own validator
+# (Rust-side parsing, about 1 µs for 20 ms of audio, where json.loads alone costs 2 to 4).
 _APPEND_PREFIXES = ('{"type":"input_audio_buffer.append"', '{"type": "input_audio_buffer.append"')
+_validate_append_json = InputAudioBufferAppendEvent.__pydantic_validator__.validate_json
 
 
 def append_audio_chars(text: str) -> int:
@@ -144,7 +145,8 @@ def append_audio_chars(text: str) -> int:
     says what it is, or what is wrong with it)."""
     if text.startswith(_APPEND_PREFIXES):
         try:
-            return len(InputAudioBufferAppendEvent.model_validate_json(text).audio)
+            append: InputAudioBufferAppendEvent = _validate_append_json(text)
+            return len(append.audio)
         except ValidationError:
             pass
     return -1

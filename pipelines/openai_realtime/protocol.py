@@ -12,6 +12,7 @@ Upstream events are routed by type through one table; an event whose handler nee
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,13 +41,13 @@ from pipelines.contracts import (
 )
 from pipelines.contracts.messages import AgentStateName
 
-from .actions import Action, Close, StartTool, ToClient, ToUpstream
+from .actions import FORWARD, Action, Close, StartTool, ToClient, ToUpstream
 from .client import Passed, append_audio_chars, check_client_frame
 from .options import BYTES_PER_MS, RealtimeOptions, session_update
 
 _NOTHING: tuple[Action, ...] = ()
 _TYPE_PREFIX = '{"type":"'
-_AUDIO_DELTA = '{"type":"response.output_audio.delta"'
+_AUDIO_DELTA = b'{"type":"response.output_audio.delta"'
 
 
 @dataclass(frozen=True)
@@ -63,15 +64,15 @@ class RateLimiter:
     def __init__(self, rate: float) -> None:
         self._rate = rate
         self._tokens = rate
-        self._last: float | None = None
+        self._last = -math.inf  # the bucket starts full
 
     def allow(self, now: float) -> bool:
-        if self._last is not None:
-            self._tokens = min(self._rate, self._tokens + (now - self._last) * self._rate)
+        tokens = min(self._rate, self._tokens + (now - self._last) * self._rate)
         self._last = now
-        if self._tokens < 1:
+        if tokens < 1:
+            self._tokens = tokens
             return False
-        self._tokens -= 1
+        self._tokens = tokens - 1
         return True
 
 
@@ -142,7 +143,8 @@ class RelayProtocol:
     # -- client -> upstream ------------------------------------------------------------------
 
     def client_frame(self, text: str, now: float) -> Sequence[Action]:
-        """One text frame from the client."""
+        """One text frame from the client. A frame that goes to OpenAI as it is (nearly every
+        frame: audio appends) gets the shared `FORWARD`."""
         if len(text) > self.limits.max_frame_bytes or (
             len(text) * 4 > self.limits.max_frame_bytes
             and len(text.encode()) > self.limits.max_frame_bytes
@@ -160,7 +162,7 @@ class RelayProtocol:
         audio_chars = append_audio_chars(text)
         if audio_chars >= 0:  # the hot path: an append, forwarded as is
             self._audio_in_chars += audio_chars
-            return (ToUpstream(text),)
+            return FORWARD
         verdict = check_client_frame(text)
         if not isinstance(verdict, Passed):
             return (ToClient(verdict.error.to_json()),)
@@ -172,7 +174,7 @@ class RelayProtocol:
             self._audio_in_chars = 0
         if verdict.warning is not None:
             return (ToUpstream(verdict.text), ToClient(verdict.warning.to_json()))
-        return (ToUpstream(verdict.text),)
+        return FORWARD if verdict.text is text else (ToUpstream(verdict.text),)
 
     def binary_frame(self, size: int) -> Sequence[Action]:
         """A binary frame of `size` bytes: events are JSON text, so it is refused (or, when
@@ -191,10 +193,13 @@ class RelayProtocol:
 
     # -- upstream -> client ------------------------------------------------------------------
 
+    def is_passthrough(self, payload: bytes) -> bool:
+        """True for an upstream event that needs nothing but forwarding, so the I/O layer may
+        skip `upstream_event` for it: the hot path, audio deltas after a response's first."""
+        return self._response_has_audio and payload.startswith(_AUDIO_DELTA)
+
     def upstream_event(self, text: str, now: float) -> Sequence[Action]:
         """One upstream event (already forwarded as is). Returns what to send beside it."""
-        if self._response_has_audio and text.startswith(_AUDIO_DELTA):
-            return _NOTHING  # the hot path: audio deltas after a response's first one
         event_type = event_type_of(text)
         if event_type is None:
             try:

@@ -9,8 +9,10 @@ from openai.types.realtime import SessionUpdateEvent
 
 from pipelines.contracts import SYSTEM_PROMPT, ToolResult, parse_state_message
 from pipelines.openai_realtime import (
+    FORWARD,
     Action,
     Close,
+    Forward,
     RealtimeOptions,
     RelayLimits,
     RelayProtocol,
@@ -65,7 +67,40 @@ def test_start_says_initializing_then_configures_upstream() -> None:
 def test_audio_append_is_forwarded_verbatim() -> None:
     core = RelayProtocol(RealtimeOptions())
     frame = '{"type":"input_audio_buffer.append","audio":"AAAA","event_id":"x"}'
-    assert core.client_frame(frame, 0.0) == (ToUpstream(frame),)
+    assert core.client_frame(frame, 0.0) is FORWARD
+    spaced = '{"type": "input_audio_buffer.append", "audio": "AAAA"}'  # the Python SDK's spacing
+    assert core.client_frame(spaced, 0.0) is FORWARD
+    # An append that only looks like one on the fast path still gets the full gate's verdict.
+    (refused,) = core.client_frame('{"type":"input_audio_buffer.append","audio":7}', 0.0)
+    assert isinstance(refused, ToClient)
+    assert parse_state_message(refused.text).code == "invalid_event"
+
+
+def test_other_allowed_events_go_as_is_unless_rewritten() -> None:
+    core = RelayProtocol(RealtimeOptions())
+    assert core.client_frame('{"type":"response.cancel"}', 0.0) is FORWARD
+    frame = '{"type":"response.create","response":{"instructions":"be rude"}}'
+    forwarded, warning = core.client_frame(frame, 0.0)
+    assert isinstance(forwarded, ToUpstream)
+    assert json.loads(forwarded.text) == {"type": "response.create", "response": {}}
+    assert isinstance(warning, ToClient)
+
+
+def test_only_audio_deltas_after_a_responses_first_pass_through_untouched() -> None:
+    core = RelayProtocol(RealtimeOptions())
+    # As OpenAI sends it: compact, with `type` first.
+    first = (
+        '{"type":"response.output_audio.delta","event_id":"e","response_id":"r1",'
+        '"item_id":"a","output_index":0,"content_index":0,"delta":"AAAA"}'
+    )
+    assert not core.is_passthrough(first.encode())  # the first one sets "speaking"
+    assert client_messages(core.upstream_event(first, 0.0)) == [
+        {"type": "agent.state", "state": "speaking"}
+    ]
+    assert core.is_passthrough(first.encode())
+    assert not core.is_passthrough(b'{"type":"response.done","response":{}}')
+    core.upstream_event(ev("response.created", response={"id": "r2"}), 0.1)
+    assert not core.is_passthrough(first.encode())  # a new response's first delta counts again
 
 
 def test_beta_and_unknown_client_events_are_refused() -> None:
@@ -83,9 +118,9 @@ def test_frame_and_rate_bounds_close() -> None:
     assert isinstance(big, Close) and big.code == 1009
     frame = '{"type":"input_audio_buffer.clear"}'
     results = [core.client_frame(frame, 0.0)[0] for _ in range(11)]
-    assert all(isinstance(r, ToUpstream) for r in results[:9])
+    assert all(isinstance(r, Forward) for r in results[:9])
     assert isinstance(results[-1], Close) and results[-1].code == 1008
-    assert isinstance(core.client_frame(frame, 1.0)[0], ToUpstream)  # refilled a second later
+    assert isinstance(core.client_frame(frame, 1.0)[0], Forward)  # refilled a second later
 
 
 def test_event_type_fast_path() -> None:
