@@ -67,8 +67,10 @@ class RateLimiter:
         self._last = -math.inf  # the bucket starts full
 
     def allow(self, now: float) -> bool:
-        tokens = min(self._rate, self._tokens + (now - self._last) * self._rate)
+        tokens = self._tokens + (now - self._last) * self._rate
         self._last = now
+        if tokens > self._rate:
+            tokens = self._rate
         if tokens < 1:
             self._tokens = tokens
             return False
