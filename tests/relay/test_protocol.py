@@ -73,7 +73,8 @@ def test_audio_append_is_forwarded_verbatim() -> None:
     # An append that only looks like one on the fast path still gets the full gate's verdict.
     (refused,) = core.client_frame('{"type":"input_audio_buffer.append","audio":7}', 0.0)
     assert isinstance(refused, ToClient)
-    assert parse_state_message(refused.text).code == "invalid_event"
+    message = parse_state_message(refused.text)
+    assert message.type == "voice.error" and message.code == "invalid_event"
 
 
 def test_other_allowed_events_go_as_is_unless_rewritten() -> None:
