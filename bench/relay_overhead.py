@@ -78,7 +78,7 @@ def _serve_simulator(port: int) -> None:
 
 def _serve_relay(port: int, upstream: str) -> None:
     """The gateway exactly as `voicegw serve` runs it (uvloop, the relay's direct WebSocket
-    protocol), plus one route reporting the process's tasks and sockets for the churn run."""
+    protocol), plus one route reporting the process's stats (`process_stats`) for the churn run."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
