@@ -106,14 +106,7 @@ def relay_pair() -> tuple[Callable[[], None], list[CountingTransport]]:
     session._client, session._upstream = leg, upstream
     for frame in (CREATED, DELTA):  # the response's first delta sets "speaking"
         upstream.data_received(encode_frame(TEXT, frame, mask=False))
-    client_frame = encode_frame(TEXT, APPEND, mask=True)
-    upstream_frame = encode_frame(TEXT, DELTA, mask=False)
-
-    def pair() -> None:
-        leg.data_received(client_frame)
-        upstream.data_received(upstream_frame)
-
-    return pair, [protocol.transport, up_transport]
+    return _frame_pair(leg.data_received, upstream), [protocol.transport, up_transport]
 
 
 class _LeanClient:
@@ -144,14 +137,20 @@ def lean_pair() -> tuple[Callable[[], None], list[CountingTransport]]:
     client = _LeanClient()
     upstream, up_transport = _upstream(client)
     client.up = upstream
+    return _frame_pair(client.data_received, upstream), [client.transport, up_transport]
+
+
+def _frame_pair(client_side: Callable[[bytes], None], upstream: Upstream) -> Callable[[], None]:
+    """One frame pair as the load sends it: a masked append into the client side, then its
+    delta into the upstream leg."""
     client_frame = encode_frame(TEXT, APPEND, mask=True)
     upstream_frame = encode_frame(TEXT, DELTA, mask=False)
 
     def pair() -> None:
-        client.data_received(client_frame)
+        client_side(client_frame)
         upstream.data_received(upstream_frame)
 
-    return pair, [client.transport, up_transport]
+    return pair
 
 
 def _round(pair: Callable[[], None], pairs: int) -> float:
