@@ -18,6 +18,7 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY voicegw ./voicegw
 COPY gateway ./gateway
 COPY pipelines ./pipelines
 COPY relay ./relay

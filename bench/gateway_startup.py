@@ -73,7 +73,7 @@ def main() -> None:
         )
         port = free_port()
         rows["voicegw serve (no env)"].append(
-            time_to_healthy([sys.executable, "-m", "gateway", "serve", "--port", str(port)], port)
+            time_to_healthy([sys.executable, "-m", "voicegw", "serve", "--port", str(port)], port)
         )
     base_median, _ = summary(rows["bare starlette+uvicorn"])
     print(f"start-up to first /healthz 200, {runs} runs each")

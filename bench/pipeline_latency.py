@@ -43,12 +43,12 @@ from livekit.agents.voice.events import UserInputTranscribedEvent
 from pipelines.livekit.latency import estimated_voice_to_voice
 from pipelines.livekit.session import PipelineOptions, VadOptions, load_vad
 from pipelines.livekit.state import RecordingPublisher
-from pipelines.livekit.talk import TalkResult, talk
-from simulators import speech
 from simulators.chatterbox import ChatterboxSimulator
 from simulators.deepgram import DeepgramSimulator
 from simulators.groq import GroqSimulator
 from simulators.server import serve
+from voicegw.lab import audio
+from voicegw.lab.talk_livekit import LiveKitRun, talk
 
 SENTENCES = [
     "What is on my calendar today",
@@ -116,7 +116,7 @@ class Row:
 STAGES = ("v2v", "vad_lag", "endpoint", "stt", "ttft", "ttfb", "commit_audio", "room_est")
 
 
-def build_conversation(count: int) -> tuple[speech.Conversation, list[str]]:
+def build_conversation(count: int) -> tuple[audio.Conversation, list[str]]:
     items: list[str | tuple[str, float, str]] = []
     transcripts: list[str] = []
     for index in range(count):
@@ -127,14 +127,14 @@ def build_conversation(count: int) -> tuple[speech.Conversation, list[str]]:
             sentence = SENTENCES[index % len(SENTENCES)]
             items.append(sentence)
             transcripts.append(f"{sentence}?")
-    return speech.conversation(items, gap_s=2.2, tail_s=2.5), transcripts
+    return audio.conversation(items, gap_s=2.2, tail_s=2.5), transcripts
 
 
 async def run_once(
     name: str,
     options: PipelineOptions,
     profile_name: str,
-    conversation: speech.Conversation,
+    conversation: audio.Conversation,
     transcripts: list[str],
 ) -> Row:
     profile = PROFILES[profile_name]
@@ -186,7 +186,7 @@ async def run_once(
 
 
 def measure(
-    name: str, profile: str, options: PipelineOptions, result: TalkResult, finals: list[float]
+    name: str, profile: str, options: PipelineOptions, result: LiveKitRun, finals: list[float]
 ) -> Row:
     row = Row(name, profile)
     origin = result.origin
@@ -196,11 +196,11 @@ def measure(
         limit = origin + utterances[index + 1].start_s if index + 1 < len(utterances) else 1e18
         paused = "budget" in utterance.text
         row.paused += paused
-        inside = [t for t in result.turns if start < t.committed_at < end]
+        inside = [t for t in result.records if start < t.committed_at < end]
         if inside:
             row.cut_offs += 1
             continue
-        turn = next((t for t in result.turns if end <= t.committed_at < limit), None)
+        turn = next((t for t in result.records if end <= t.committed_at < limit), None)
         if turn is None:
             row.missing += 1
             continue
@@ -260,7 +260,7 @@ def table(rows: list[Row]) -> str:
 async def main_async(args: argparse.Namespace) -> list[Row]:
     conversation, transcripts = build_conversation(args.utterances)
     paused_only, paused_transcripts = (
-        speech.conversation([PAUSED] * 8, gap_s=2.2, tail_s=2.5),
+        audio.conversation([PAUSED] * 8, gap_s=2.2, tail_s=2.5),
         [PAUSED_TEXT] * 8,
     )
     available = configs(PipelineOptions())

@@ -69,7 +69,7 @@ def _serve_simulator(port: int) -> None:
         validate_outgoing=False,
         default_reply=Say(audio_ms=3000, pace=True),
     )
-    from gateway.app import SERVER_OPTIONS
+    from voicegw.serve import SERVER_OPTIONS
 
     # Served like the gateway, the echo simulator answers appends from the socket's callback.
     uvicorn.run(sim.app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
@@ -83,9 +83,9 @@ def _serve_relay(port: int, upstream: str) -> None:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from gateway.cli import run_server, serve_gateway
-    from gateway.logs import configure_logging
     from pipelines.contracts import load_settings
+    from voicegw.logs import configure_logging
+    from voicegw.serve import run_server, serve_gateway
 
     async def stats(request: Request) -> Response:
         return JSONResponse(process_stats())

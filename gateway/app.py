@@ -25,7 +25,6 @@ from starlette.staticfiles import StaticFiles
 from pipelines.contracts import MODES, Mode, Reason, Settings
 from pipelines.contracts.metrics import FALLBACKS_REPORTED, SESSIONS_ISSUED
 from relay import RelayConfig, RelayEndpoint
-from relay.client_leg import DirectWebSocketProtocol
 
 from .admin import admin_view
 from .breaker import Breaker
@@ -53,17 +52,6 @@ PAGE_DIR = Path(__file__).resolve().parents[1] / "client-config"
 MAX_BODY_BYTES = 64 * 1024
 
 _M = TypeVar("_M", bound=BaseModel)
-
-# How the gateway is served, by `voicegw serve`, the tests and the benchmarks alike: uvicorn
-# with the relay's direct WebSocket protocol (frames go straight to a relay session, no ASGI
-# queue per frame). No per-message deflate: it would cost the relay more CPU per audio frame
-# than everything else it does, for a quarter less bandwidth on base64 audio.
-SERVER_OPTIONS: dict[str, Any] = {
-    "ws": DirectWebSocketProtocol,
-    "ws_per_message_deflate": False,
-    "ws_max_size": 16 * 1024 * 1024,
-}
-
 
 class FallbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -7,8 +7,7 @@ byte, and OpenAI Realtime's time from the end of the user's turn to the first au
 figures, so a comparison shows how each mode degrades and still repeats exactly.
 
 `simulated_providers()` starts every simulator on 127.0.0.1 and yields the environment that
-points Settings at them: `voicegw serve --simulate`, `voicegw talk --simulate` and
-`voicegw compare --simulate` share it.
+points Settings at them (`voicegw.simulate` builds the simulated stack on it).
 """
 
 from __future__ import annotations
@@ -139,39 +138,47 @@ class SimulatedProviders:
 
 @contextlib.asynccontextmanager
 async def simulated_providers(
-    profile: LatencyProfile | str = "published", *, speak_replies: bool = True
+    profile: LatencyProfile | str = "published",
+    *,
+    speak_replies: bool = True,
+    realtime: RealtimeSimulator | None = None,
+    deepgram: DeepgramSimulator | None = None,
+    groq: GroqSimulator | None = None,
+    chatterbox: ChatterboxSimulator | None = None,
+    n8n: N8nSimulator | None = None,
 ) -> AsyncIterator[SimulatedProviders]:
     """Start every provider simulator on a free port of 127.0.0.1 until the block ends.
     `speak_replies` has the OpenAI Realtime simulator speak its replies with espeak-ng
-    (when installed) instead of a tone."""
+    (when installed) instead of a tone. A simulator given here (scripted by a test, say) is
+    served instead of a default one; the profile still sets its latencies."""
     if isinstance(profile, str):
         profile = profile_named(profile)
     sims = SimulatedProviders(
         profile=profile,
-        deepgram=DeepgramSimulator(),
-        groq=GroqSimulator(),
-        chatterbox=ChatterboxSimulator(),
-        realtime=RealtimeSimulator(speak=speak_replies),
-        n8n=N8nSimulator(),
+        deepgram=deepgram or DeepgramSimulator(),
+        groq=groq or GroqSimulator(),
+        chatterbox=chatterbox or ChatterboxSimulator(),
+        realtime=realtime or RealtimeSimulator(speak=speak_replies),
+        n8n=n8n or N8nSimulator(),
         rng=random.Random(profile.seed),
     )
     sims.next_turn()
     async with (
-        serve(sims.deepgram.app) as deepgram,
-        serve(sims.groq.app) as groq,
-        serve(sims.chatterbox.app) as chatterbox,
-        serve(sims.realtime.app) as realtime,
-        serve(sims.n8n.app) as n8n,
+        serve(sims.deepgram.app) as deepgram_server,
+        serve(sims.groq.app) as groq_server,
+        serve(sims.chatterbox.app) as chatterbox_server,
+        serve(sims.realtime.app) as realtime_server,
+        serve(sims.n8n.app) as n8n_server,
     ):
         sims.env = {
             "DEEPGRAM_API_KEY": sims.deepgram.api_key,
-            "DEEPGRAM_BASE_URL": f"{deepgram.ws_url}/v1/listen",
+            "DEEPGRAM_BASE_URL": f"{deepgram_server.ws_url}/v1/listen",
             "GROQ_API_KEY": sims.groq.api_key,
-            "GROQ_BASE_URL": f"{groq.url}/openai/v1",
+            "GROQ_BASE_URL": f"{groq_server.url}/openai/v1",
             "CHATTERBOX_API_KEY": sims.chatterbox.api_key,
-            "CHATTERBOX_BASE_URL": f"{chatterbox.url}/v1",
+            "CHATTERBOX_BASE_URL": f"{chatterbox_server.url}/v1",
             "OPENAI_API_KEY": sims.realtime.api_key,
-            "OPENAI_REALTIME_URL": f"{realtime.ws_url}/v1/realtime",
-            "N8N_WEBHOOK_BASE_URL": n8n.url,
+            "OPENAI_REALTIME_URL": f"{realtime_server.ws_url}/v1/realtime",
+            "N8N_WEBHOOK_BASE_URL": n8n_server.url,
         }
         yield sims

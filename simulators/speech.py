@@ -1,58 +1,30 @@
-"""Spoken test audio: espeak-ng utterances laid out on one timeline, with the true end of
-speech of each one measured from the samples (not assumed from the layout).
+"""Speech synthesis for the stand-ins and the lab: espeak-ng, resampled by sox.
 
-Tests, the benchmark and `voicegw talk` share these helpers; they need `espeak-ng` and `sox`.
+The OpenAI Realtime simulator voices its replies with it; the lab lays utterances out on a
+timeline with it (`voicegw.lab.audio.conversation`). Needs `espeak-ng` and `sox`.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-import wave
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 SAMPLE_RATE = 16_000
-_SPEECH_LEVEL = 0.02  # |amplitude| (full scale 1.0) above which a sample counts as speech
-_ANALYSIS_MS = 10
-
-Samples = npt.NDArray[np.int16]
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One utterance on a timeline: what was said and where speech truly starts and ends."""
-
-    text: str
-    start_s: float
-    end_s: float
-
-
-@dataclass(frozen=True)
-class Conversation:
-    """Mono PCM16 at `sample_rate` holding `utterances` in order."""
-
-    samples: Samples
-    sample_rate: int
-    utterances: tuple[Utterance, ...]
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.samples) / self.sample_rate
-
-    def write_wav(self, path: Path) -> None:
-        write_wav(path, self.samples, self.sample_rate)
+SPEECH_LEVEL = 0.02  # |amplitude| (full scale 1.0) above which a sample counts as speech
 
 
 def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None and shutil.which("sox") is not None
 
 
-def speak(text: str, *, sample_rate: int = SAMPLE_RATE, words_per_minute: int = 170) -> Samples:
-    """`text` spoken by espeak-ng, resampled by sox, leading and trailing silence trimmed."""
+def speak(
+    text: str, *, sample_rate: int = SAMPLE_RATE, words_per_minute: int = 170
+) -> npt.NDArray[np.int16]:
+    """`text` spoken by espeak-ng as mono PCM16, resampled by sox, leading and trailing
+    silence trimmed."""
     espeak = subprocess.run(
         ["espeak-ng", "--stdout", "-s", str(words_per_minute), text],
         check=True,
@@ -81,144 +53,7 @@ def speak(text: str, *, sample_rate: int = SAMPLE_RATE, words_per_minute: int = 
         capture_output=True,
     )
     samples = np.frombuffer(sox.stdout, dtype=np.int16)
-    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > _SPEECH_LEVEL * 32767)
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > SPEECH_LEVEL * 32767)
     if len(loud) == 0:
         raise ValueError("espeak-ng produced no audible speech")
     return samples[loud[0] : loud[-1] + 1].copy()
-
-
-def silence(seconds: float, sample_rate: int = SAMPLE_RATE) -> Samples:
-    return np.zeros(round(seconds * sample_rate), dtype=np.int16)
-
-
-def conversation(
-    texts: list[str | tuple[str, float, str]],
-    *,
-    lead_s: float = 0.5,
-    gap_s: float = 3.0,
-    tail_s: float = 3.0,
-    sample_rate: int = SAMPLE_RATE,
-) -> Conversation:
-    """Utterances separated by `gap_s` of silence. An item `(first, pause_s, second)` is one
-    utterance with a pause of `pause_s` seconds in the middle of the sentence."""
-    parts: list[Samples] = [silence(lead_s, sample_rate)]
-    utterances: list[Utterance] = []
-    position = len(parts[0])
-    for item in texts:
-        if isinstance(item, str):
-            pieces, text = [speak(item, sample_rate=sample_rate)], item
-        else:
-            first, pause_s, second = item
-            pieces = [
-                speak(first, sample_rate=sample_rate),
-                silence(pause_s, sample_rate),
-                speak(second, sample_rate=sample_rate),
-            ]
-            text = f"{first} {second}"
-        speech = np.concatenate(pieces)
-        utterances.append(
-            Utterance(text, position / sample_rate, (position + len(speech)) / sample_rate)
-        )
-        parts += [speech, silence(gap_s, sample_rate)]
-        position += len(speech) + len(parts[-1])
-    parts.append(silence(max(0.0, tail_s - gap_s), sample_rate))
-    return Conversation(np.concatenate(parts), sample_rate, tuple(utterances))
-
-
-def find_utterances(
-    samples: Samples, sample_rate: int, *, min_gap_s: float = 0.8
-) -> tuple[Utterance, ...]:
-    """Speech segments of a recording by level, gaps shorter than `min_gap_s` kept inside one
-    utterance (texts unknown, left empty). Used for a user's own WAV file."""
-    window = sample_rate * _ANALYSIS_MS // 1000
-    count = len(samples) // window
-    if count == 0:
-        return ()
-    peaks = np.abs(samples[: count * window].astype(np.int32)).reshape(count, window).max(axis=1)
-    loud = np.flatnonzero(peaks > _SPEECH_LEVEL * 32767)
-    segments: list[tuple[int, int]] = []
-    for index in loud:
-        if segments and (index - segments[-1][1]) * _ANALYSIS_MS / 1000 < min_gap_s:
-            segments[-1] = (segments[-1][0], int(index))
-        else:
-            segments.append((int(index), int(index)))
-    utterances = []
-    for first, last in segments:
-        block = samples[last * window : (last + 1) * window].astype(np.int32)
-        tail = np.flatnonzero(np.abs(block) > _SPEECH_LEVEL * 32767)
-        end = last * window + (int(tail[-1]) + 1 if len(tail) else window)
-        utterances.append(Utterance("", first * window / sample_rate, end / sample_rate))
-    return tuple(utterances)
-
-
-def first_sound_s(samples: Samples, sample_rate: int) -> float | None:
-    """Offset of the first non-silent sample, or None if all of it is silent."""
-    loud = np.flatnonzero(samples != 0)
-    return None if len(loud) == 0 else int(loud[0]) / sample_rate
-
-
-def read_wav(path: Path) -> tuple[Samples, int]:
-    """Mono PCM16 samples and rate of a WAV file (stereo is mixed down)."""
-    with wave.open(str(path), "rb") as reader:
-        if reader.getsampwidth() != 2:
-            raise ValueError("only 16-bit PCM WAV files are supported")
-        channels, rate = reader.getnchannels(), reader.getframerate()
-        data = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
-    if channels > 1:
-        data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
-    return data, rate
-
-
-def write_wav(path: Path, samples: Samples, sample_rate: int) -> None:
-    with wave.open(str(path), "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(sample_rate)
-        writer.writeframes(samples.astype(np.int16).tobytes())
-
-
-class Speaker:
-    """A virtual loudspeaker, the one both modes' voice-to-voice is measured to: a segment's
-    chunks play back to back from its first chunk (or when they arrive, if the producer falls
-    behind), and the time of each segment's first audible sample is kept in `sounds`."""
-
-    def __init__(self, sample_rate: int) -> None:
-        self.sample_rate = sample_rate
-        self.sounds: list[float] = []  # perf_counter() of each segment's first audible sample
-        self._chunks: list[tuple[float, Samples]] = []
-        self._start: float | None = None
-        self._pushed_s = 0.0
-        self._heard = False
-
-    def play(self, samples: Samples, now: float) -> bool:
-        """Queue `samples`, which arrived at `now`; True when they begin a new segment."""
-        started = self._start is None
-        if self._start is None:
-            self._start, self._pushed_s, self._heard = now, 0.0, False
-        play_at = max(now, self._start + self._pushed_s)
-        if not self._heard:
-            loud = np.flatnonzero(samples != 0)
-            if len(loud):
-                self._heard = True
-                self.sounds.append(play_at + int(loud[0]) / self.sample_rate)
-        self._chunks.append((play_at, samples))
-        self._pushed_s = play_at - self._start + len(samples) / self.sample_rate
-        return started
-
-    def end_segment(self) -> tuple[float, float] | None:
-        """Close the segment: (its start, seconds queued), or None if none was open."""
-        if self._start is None:
-            return None
-        segment, self._start = (self._start, self._pushed_s), None
-        return segment
-
-    def render(self, origin: float, duration_s: float) -> Samples:
-        """Everything played, placed on a timeline starting at `origin` (perf_counter)."""
-        out = np.zeros(int(duration_s * self.sample_rate) + 1, dtype=np.int16)
-        for at, samples in self._chunks:
-            offset = int((at - origin) * self.sample_rate)
-            if offset < 0 or offset >= len(out):
-                continue
-            end = min(len(out), offset + len(samples))
-            out[offset:end] = samples[: end - offset]
-        return out

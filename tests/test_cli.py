@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-VOICEGW = [sys.executable, "-m", "gateway"]
+VOICEGW = [sys.executable, "-m", "voicegw"]
 ENV = {
     "GATEWAY_SECRET": "cli-test-secret-" * 3,
     "GATEWAY_API_KEY": "cli-test-api-key",

@@ -11,11 +11,12 @@ import httpx
 import pytest
 from livekit import api
 
-from gateway.app import SERVER_OPTIONS, create_app
+from gateway.app import create_app
 from gateway.sessions import StickySet
 from pipelines.contracts import SessionConfig, load_settings
 from relay.tickets import TicketRedeemer
 from simulators.server import serve
+from voicegw.serve import SERVER_OPTIONS
 
 SECRETS = {
     "GATEWAY_SECRET": "gateway-secret-" * 3,

@@ -37,27 +37,28 @@ from livekit.agents.voice.events import (
 )
 
 from pipelines.contracts import MetricsTurn, ToolResult
+from pipelines.contracts.messages import ToolStatus
 
 log = logging.getLogger("voicegw.livekit.latency")
 
 
 @dataclass
-class ToolCall:
+class ToolCallRecord:
     call_id: str
     name: str
     arguments: dict[str, Any]
-    status: str | None = None
+    status: ToolStatus | None = None
 
 
 @dataclass
-class Turn:
-    """One turn. Times ending in `_at` are time.perf_counter() values."""
+class TurnRecord:
+    """One turn as the tracker saw it. Times ending in `_at` are time.perf_counter() values."""
 
     index: int
     speech_id: str
     user_text: str = ""
     assistant_text: list[str] = field(default_factory=list)
-    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
     eou_ms: float | None = None
     stt_ms: float | None = None
     llm_ttft_ms: float | None = None
@@ -77,25 +78,13 @@ class Turn:
             voice_to_voice_ms=self.voice_to_voice_ms,
         )
 
-    def summary(self) -> dict[str, Any]:
-        """The `voicegw talk --json` shape of a turn."""
-        return {
-            "user_text": self.user_text,
-            "assistant_text": " ".join(self.assistant_text),
-            "tool_calls": [
-                {"name": c.name, "arguments": c.arguments, "status": c.status}
-                for c in self.tool_calls
-            ],
-            **self.metrics().model_dump(exclude={"type"}),
-        }
-
 
 class VoiceToVoice(Protocol):
-    def __call__(self, turn: Turn) -> float | None:
+    def __call__(self, turn: TurnRecord) -> float | None:
         """Milliseconds from the end of the user's speech to the agent's first audio."""
 
 
-def estimated_voice_to_voice(turn: Turn) -> float | None:
+def estimated_voice_to_voice(turn: TurnRecord) -> float | None:
     """In a room: where VAD places the end of speech (late by Silero's detection lag, so
     this under-reports by tens of ms) to the agent starting to speak."""
     if turn.speech_end_at is None or turn.speaking_at is None:
@@ -104,20 +93,20 @@ def estimated_voice_to_voice(turn: Turn) -> float | None:
 
 
 class TurnTracker:
-    """Builds `Turn`s from a session's events; calls `on_turn` when each one is complete."""
+    """Builds `TurnRecord`s from a session's events; calls `on_turn` when each one is complete."""
 
     def __init__(
         self,
         *,
         session_id: str,
-        on_turn: Callable[[Turn], None],
+        on_turn: Callable[[TurnRecord], None],
         voice_to_voice: VoiceToVoice = estimated_voice_to_voice,
     ) -> None:
         self._session_id = session_id
         self._on_turn = on_turn
         self._voice_to_voice = voice_to_voice
-        self.turns: list[Turn] = []
-        self._current: Turn | None = None
+        self.turns: list[TurnRecord] = []
+        self._current: TurnRecord | None = None
         self._handles: dict[str, SpeechHandle] = {}
         self._llm: dict[str, LLMMetrics] = {}
         self._tts: dict[str, TTSMetrics] = {}
@@ -128,7 +117,7 @@ class TurnTracker:
         self._session: AgentSession[Any] | None = None
 
     @property
-    def open_turn(self) -> Turn | None:
+    def open_turn(self) -> TurnRecord | None:
         return self._current
 
     def attach(self, session: AgentSession[Any]) -> None:
@@ -158,7 +147,7 @@ class TurnTracker:
     # tool listener
     def tool_started(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
         if self._current is not None:
-            self._current.tool_calls.append(ToolCall(call_id, name, dict(arguments)))
+            self._current.tool_calls.append(ToolCallRecord(call_id, name, dict(arguments)))
 
     def tool_finished(self, result: ToolResult) -> None:
         if self._current is None:
@@ -209,7 +198,7 @@ class TurnTracker:
     def _open(self, m: EOUMetrics) -> None:
         if self._current is not None:
             self._finish(self._current)
-        turn = Turn(
+        turn = TurnRecord(
             index=len(self.turns),
             speech_id=m.speech_id or "",
             user_text=self._pending_user_text,
@@ -231,7 +220,7 @@ class TurnTracker:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _fill(self, turn: Turn | None) -> None:
+    def _fill(self, turn: TurnRecord | None) -> None:
         if turn is None:
             return
         if turn.llm_ttft_ms is None and (llm := self._llm.get(turn.speech_id)) is not None:
@@ -239,12 +228,12 @@ class TurnTracker:
         if (tts := self._tts.get(turn.speech_id)) is not None and turn.tts_ttfb_ms is None:
             turn.tts_ttfb_ms = _ms(tts.ttfb)
 
-    async def _close_after(self, turn: Turn, handle: SpeechHandle) -> None:
+    async def _close_after(self, turn: TurnRecord, handle: SpeechHandle) -> None:
         await handle.wait_for_playout()
         if self._current is turn:
             self._finish(turn)
 
-    def _finish(self, turn: Turn) -> None:
+    def _finish(self, turn: TurnRecord) -> None:
         if self._current is turn:
             self._current = None
         self._fill(turn)

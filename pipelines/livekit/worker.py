@@ -16,7 +16,7 @@ from livekit.agents import AgentServer, JobContext, JobProcess, llm, stt, tts
 from pipelines.contracts import N8nExecutor, Settings, load_settings
 from pipelines.contracts.metrics import observe_turn
 
-from .latency import Turn, TurnTracker
+from .latency import TurnRecord, TurnTracker
 from .session import (
     PipelineOptions,
     build_agent,
@@ -55,7 +55,7 @@ async def entrypoint(ctx: JobContext) -> None:
         DataChannelPublisher(ctx.room, session_id=session_id), session_id=session_id
     )
 
-    def on_turn(turn: Turn) -> None:
+    def on_turn(turn: TurnRecord) -> None:
         metrics = turn.metrics()
         observe_turn("livekit", metrics.model_dump(exclude={"type"}))
         bridge.send(metrics)

@@ -29,10 +29,11 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
 from starlette.applications import Starlette
 
-from gateway.app import SERVER_OPTIONS, create_app
+from gateway.app import create_app
 from pipelines.contracts import Settings, load_settings
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.server import RunningServer, serve
+from voicegw.serve import SERVER_OPTIONS
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]

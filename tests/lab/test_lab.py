@@ -10,12 +10,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from gateway.app import SERVER_OPTIONS, create_app
-from gateway.cli import main, with_overrides
-from gateway.compare import Recording, run_compare, summarize
-from gateway.talk_openai import TalkResult, talk_openai
+from gateway.app import create_app
 from pipelines.contracts import load_settings
-from simulators import speech
 from simulators.profiles import (
     PROFILES,
     Delay,
@@ -24,15 +20,23 @@ from simulators.profiles import (
     simulated_providers,
 )
 from simulators.server import serve
+from simulators.speech import have_espeak
+from voicegw.cli import main
+from voicegw.lab import audio
+from voicegw.lab.compare import Recording, run_compare, summarize
+from voicegw.lab.talk_openai import talk_openai
+from voicegw.lab.turns import TalkRun
+from voicegw.serve import SERVER_OPTIONS
+from voicegw.simulate import with_overrides
 
 STAGES = ("eou_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms")
 
 
 @pytest.fixture(scope="module")
-def question() -> speech.Conversation:
-    if not speech.have_espeak():
+def question() -> audio.Conversation:
+    if not have_espeak():
         pytest.fail("espeak-ng and sox are required (make system-deps)")
-    return speech.conversation(["What is on the agenda today"], gap_s=2.0, tail_s=2.0)
+    return audio.conversation(["What is on the agenda today"], gap_s=2.0, tail_s=2.0)
 
 
 def test_profiles_by_name() -> None:
@@ -59,8 +63,8 @@ def test_jitter_is_seeded_and_spread() -> None:
 
 
 async def openai_turn(
-    question: speech.Conversation, profile: str, *, speak_replies: bool = True
-) -> tuple[TalkResult, SimulatedProviders]:
+    question: audio.Conversation, profile: str, *, speak_replies: bool = True
+) -> tuple[TalkRun, SimulatedProviders]:
     """One openai-mode conversation through a gateway running on simulated providers."""
     async with simulated_providers(profile, speak_replies=speak_replies) as sims:
         settings = with_overrides(load_settings({}), sims.env)
@@ -76,20 +80,20 @@ async def openai_turn(
     return result, sims
 
 
-async def test_simulated_gateway_holds_an_openai_turn(question: speech.Conversation) -> None:
+async def test_simulated_gateway_holds_an_openai_turn(question: audio.Conversation) -> None:
     result, sims = await openai_turn(question, "fast")
     [turn] = result.turns
     assert turn.user_text.startswith("(simulated)")
     assert turn.assistant_text.startswith("(simulated)")
     assert turn.voice_to_voice_ms is not None and turn.voice_to_voice_ms > 0
-    assert speech.first_sound_s(result.output, 24_000) is not None  # the reply was spoken
+    assert audio.first_sound_s(result.output, 24_000) is not None  # the reply was spoken
     assert sims.realtime.violations == []
-    # The microphone ran in 20 ms frames at least until the end of speech.
+    # The microphone ran in 20 ms frames at least until the end of audio.
     appended = sims.realtime.of_type("input_audio_buffer.append")
     assert len(appended) >= question.utterances[0].end_s / 0.020
 
 
-async def test_profile_latency_reaches_the_measurement(question: speech.Conversation) -> None:
+async def test_profile_latency_reaches_the_measurement(question: audio.Conversation) -> None:
     async def v2v(profile: str) -> float:
         result, _ = await openai_turn(question, profile, speak_replies=False)
         value = result.turns[0].voice_to_voice_ms
@@ -102,7 +106,7 @@ async def test_profile_latency_reaches_the_measurement(question: speech.Conversa
 
 
 async def test_compare_runs_both_modes_on_the_same_utterance(
-    question: speech.Conversation,
+    question: audio.Conversation,
 ) -> None:
     recording = Recording("q", question.samples, question.sample_rate, question.utterances)
     async with simulated_providers("fast", speak_replies=False) as sims:
@@ -146,7 +150,7 @@ def test_summary_percentiles_costs_and_criteria() -> None:
 
 
 def test_talk_openai_mode_runs_offline(
-    tmp_path: Path, question: speech.Conversation, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, question: audio.Conversation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     source, played = tmp_path / "in.wav", tmp_path / "out.wav"
@@ -161,13 +165,13 @@ def test_talk_openai_mode_runs_offline(
     [turn] = report["turns"]
     assert set(turn) == {"user_text", "assistant_text", "tool_calls", *STAGES}
     assert turn["assistant_text"].startswith("(simulated)")
-    samples, rate = speech.read_wav(played)
-    heard = speech.first_sound_s(samples, rate)
+    samples, rate = audio.read_wav(played)
+    heard = audio.first_sound_s(samples, rate)
     assert rate == 24_000 and heard is not None and heard > question.utterances[0].end_s
 
 
 def test_talk_openai_without_a_key_names_it(
-    tmp_path: Path, question: speech.Conversation, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, question: audio.Conversation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     source = tmp_path / "in.wav"

@@ -13,12 +13,13 @@ from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from pipelines.livekit.session import PipelineOptions, VadOptions, load_vad
-from simulators import speech
 from simulators.chatterbox import ChatterboxSimulator
 from simulators.deepgram import DeepgramSimulator
 from simulators.groq import GroqSimulator, ToolRule
 from simulators.n8n import N8nSimulator
 from simulators.server import RunningServer, serve
+from simulators.speech import have_espeak
+from voicegw.lab import audio
 
 PLAIN = "What can you do for me"
 TOOL = "Please search the knowledge base for the travel policy"
@@ -35,17 +36,17 @@ FAST_FAIL = SessionConnectOptions(
 
 
 @pytest.fixture(scope="session")
-def one_plain() -> speech.Conversation:
-    if not speech.have_espeak():
+def one_plain() -> audio.Conversation:
+    if not have_espeak():
         pytest.fail("espeak-ng and sox are required (make system-deps)")
-    return speech.conversation([PLAIN], gap_s=2.5, tail_s=2.5)
+    return audio.conversation([PLAIN], gap_s=2.5, tail_s=2.5)
 
 
 @pytest.fixture(scope="session")
-def one_tool() -> speech.Conversation:
-    if not speech.have_espeak():
+def one_tool() -> audio.Conversation:
+    if not have_espeak():
         pytest.fail("espeak-ng and sox are required (make system-deps)")
-    return speech.conversation([TOOL], gap_s=3.0, tail_s=3.0)
+    return audio.conversation([TOOL], gap_s=3.0, tail_s=3.0)
 
 
 @pytest.fixture(scope="session")

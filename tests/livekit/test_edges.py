@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import main
 from pipelines.contracts import STATE_TOPIC, AgentState, DispatchMetadata, load_settings
 from pipelines.livekit.session import PipelineOptions, session_id_for, turn_handling
 from pipelines.livekit.state import DataChannelPublisher
-from simulators import speech
+from voicegw.cli import main
+from voicegw.lab import audio
 
 
 def test_options_come_from_settings() -> None:
@@ -87,7 +87,7 @@ async def test_data_channel_publisher_survives_a_closed_room() -> None:
 
 
 def test_talk_json_runs_offline(
-    tmp_path: Path, one_plain: speech.Conversation, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, one_plain: audio.Conversation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("DEEPGRAM_API_KEY", "GROQ_API_KEY", "CHATTERBOX_API_KEY"):
         monkeypatch.delenv(name, raising=False)
@@ -124,13 +124,13 @@ def test_talk_json_runs_offline(
     assert turn["user_text"].startswith("(simulated)")
     assert turn["assistant_text"].startswith("(simulated) You said:")
     assert turn["voice_to_voice_ms"] > 0
-    samples, rate = speech.read_wav(played)
-    heard = speech.first_sound_s(samples, rate)
+    samples, rate = audio.read_wav(played)
+    heard = audio.first_sound_s(samples, rate)
     assert heard is not None and heard > one_plain.utterances[0].end_s
 
 
 def test_talk_without_keys_names_them(
-    tmp_path: Path, one_plain: speech.Conversation, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, one_plain: audio.Conversation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GROQ_API_KEY", "set-but-secret-77")
     for name in ("DEEPGRAM_API_KEY", "CHATTERBOX_API_KEY"):

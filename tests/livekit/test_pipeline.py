@@ -21,17 +21,17 @@ from pipelines.contracts import (
 )
 from pipelines.livekit.latency import estimated_voice_to_voice
 from pipelines.livekit.state import RecordingPublisher
-from pipelines.livekit.talk import TalkResult, talk
-from simulators import speech
 from simulators.chatterbox import ChatterboxSimulator
 from simulators.server import serve
+from voicegw.lab import audio
+from voicegw.lab.talk_livekit import LiveKitRun, talk
 
 from .conftest import FAST_FAIL, PLAIN_TEXT, TOOL_TEXT, Providers
 
 
 async def test_plain_turn(
     providers: Providers,
-    one_plain: speech.Conversation,
+    one_plain: audio.Conversation,
     vad: VAD,
     http: aiohttp.ClientSession,
 ) -> None:
@@ -48,7 +48,7 @@ async def test_plain_turn(
     )
 
     assert len(result.turns) == 1
-    turn = result.turns[0].summary()
+    turn = result.turns[0].model_dump()
     assert turn["user_text"] == PLAIN_TEXT
     assert turn["assistant_text"] == f"(simulated) You said: {PLAIN_TEXT}"
     assert turn["tool_calls"] == []
@@ -56,14 +56,14 @@ async def test_plain_turn(
         assert turn[stage] is not None and turn[stage] >= 0, stage
     # what the worker reports in a room, where the true end of speech is unknown: VAD's end
     # of speech (dated back by the min silence it waited) to the agent speaking
-    (room,) = result.turns
+    (room,) = result.records
     assert room.speech_end_at is not None and room.vad_end_at is not None
     assert room.speech_end_at < room.vad_end_at <= room.committed_at
     estimate = estimated_voice_to_voice(room)
     assert estimate is not None and estimate > 0
     # the agent's audio was played after the user stopped, and it is in the rendered output
     assert result.sounds and result.sounds[0] > result.origin + one_plain.utterances[0].end_s
-    assert speech.first_sound_s(result.output, result.output_rate) is not None
+    assert audio.first_sound_s(result.output, result.output_rate) is not None
 
     # what the providers were asked
     (connection,) = providers.deepgram.connections
@@ -84,12 +84,12 @@ async def test_plain_turn(
 
 async def run(
     providers: Providers,
-    conversation: speech.Conversation,
+    conversation: audio.Conversation,
     vad: VAD,
     http: aiohttp.ClientSession,
     session_id: str,
     **kwargs: Any,
-) -> tuple[TalkResult, RecordingPublisher]:
+) -> tuple[LiveKitRun, RecordingPublisher]:
     publisher = RecordingPublisher()
     result = await talk(
         providers.options,
@@ -111,14 +111,14 @@ def without_interims(messages: list[StateMessage]) -> list[StateMessage]:
 
 async def test_state_messages_of_a_plain_turn(
     providers: Providers,
-    one_plain: speech.Conversation,
+    one_plain: audio.Conversation,
     vad: VAD,
     http: aiohttp.ClientSession,
 ) -> None:
     result, publisher = await run(providers, one_plain, vad, http, "sess-state")
 
     reply = f"(simulated) You said: {PLAIN_TEXT}"
-    metrics = result.turns[0].metrics()
+    metrics = result.records[0].metrics()
     assert without_interims(publisher.messages) == [
         AgentState(state="initializing"),
         AgentState(state="listening"),
@@ -139,7 +139,7 @@ async def test_state_messages_of_a_plain_turn(
 
 async def test_tool_call_turn(
     providers: Providers,
-    one_tool: speech.Conversation,
+    one_tool: audio.Conversation,
     vad: VAD,
     http: aiohttp.ClientSession,
 ) -> None:
@@ -166,7 +166,7 @@ async def test_tool_call_turn(
     assert tool_message["tool_call_id"] == call_id
     assert "(simulated) Top passage about travel policy" in tool_message["content"]
 
-    (turn,) = [t.summary() for t in result.turns]
+    (turn,) = [t.model_dump() for t in result.turns]
     assert turn["user_text"] == TOOL_TEXT
     assert turn["tool_calls"] == [
         {"name": "query_database", "arguments": {"query": "travel policy"}, "status": "ok"}
@@ -187,7 +187,7 @@ async def test_tool_call_turn(
 
 async def test_failing_n8n_becomes_a_spoken_tool_error(
     providers: Providers,
-    one_tool: speech.Conversation,
+    one_tool: audio.Conversation,
     vad: VAD,
     http: aiohttp.ClientSession,
 ) -> None:
@@ -195,7 +195,7 @@ async def test_failing_n8n_becomes_a_spoken_tool_error(
     providers.n8n.script("query-database", "http_500")
     result, publisher = await run(providers, one_tool, vad, http, "sess-n8n-down")
 
-    (turn,) = [t.summary() for t in result.turns]
+    (turn,) = [t.model_dump() for t in result.turns]
     assert [c["status"] for c in turn["tool_calls"]] == ["error"]
     tool_message = next(m for m in providers.groq.received[-1]["messages"] if m["role"] == "tool")
     assert "did not work" in tool_message["content"]
@@ -206,7 +206,7 @@ async def test_failing_n8n_becomes_a_spoken_tool_error(
 
 async def test_tts_server_error_is_reported_not_fatal_to_the_worker(
     providers: Providers,
-    one_plain: speech.Conversation,
+    one_plain: audio.Conversation,
     vad: VAD,
     http: aiohttp.ClientSession,
 ) -> None:
@@ -225,7 +225,7 @@ async def test_tts_server_error_is_reported_not_fatal_to_the_worker(
 
 async def test_deepgram_that_never_finalizes_commits_no_turn(
     providers: Providers,
-    one_plain: speech.Conversation,
+    one_plain: audio.Conversation,
     vad: VAD,
     http: aiohttp.ClientSession,
 ) -> None:
@@ -248,14 +248,14 @@ async def test_deepgram_that_never_finalizes_commits_no_turn(
 
 async def test_speculation_on_interims_answers_the_final_words(
     providers: Providers,
-    one_plain: speech.Conversation,
+    one_plain: audio.Conversation,
     vad: VAD,
     http: aiohttp.ClientSession,
 ) -> None:
     providers.options = dataclasses.replace(providers.options, speculate_on_interims=True)
     result, publisher = await run(providers, one_plain, vad, http, "sess-speculate")
 
-    (turn,) = [t.summary() for t in result.turns]
+    (turn,) = [t.model_dump() for t in result.turns]
     assert turn["assistant_text"] == f"(simulated) You said: {PLAIN_TEXT}"
     asked = [
         next(m["content"] for m in reversed(r["messages"]) if m["role"] == "user")
@@ -270,7 +270,7 @@ async def test_speculation_on_interims_answers_the_final_words(
 
 async def test_fallback_tts_speaks_when_chatterbox_fails(
     providers: Providers,
-    one_plain: speech.Conversation,
+    one_plain: audio.Conversation,
     vad: VAD,
     http: aiohttp.ClientSession,
 ) -> None:
@@ -289,5 +289,5 @@ async def test_fallback_tts_speaks_when_chatterbox_fails(
     assert providers.chatterbox.received, "the primary was tried first"
     assert [r["input"] for r in second.received] == [f"(simulated) You said: {PLAIN_TEXT}"]
     assert len(result.sounds) == 1
-    (turn,) = [t.summary() for t in result.turns]
+    (turn,) = [t.model_dump() for t in result.turns]
     assert turn["assistant_text"] == f"(simulated) You said: {PLAIN_TEXT}"

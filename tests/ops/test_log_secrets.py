@@ -13,13 +13,13 @@ import openai
 import pytest
 from livekit.protocol.agent import JobStatus
 
-from gateway.logs import CAPPED_LIBRARIES, JsonFormatter, cap_library_loggers
 from pipelines.contracts import N8nExecutor
 from simulators.livekit_api import LiveKitApiSimulator
 from simulators.n8n import N8nSimulator
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.recall import RecallSimulator
 from simulators.server import RunningServer, serve
+from voicegw.logs import CAPPED_LIBRARIES, JsonFormatter, cap_library_loggers
 
 from .conftest import AUTH, SECRETS, ops_env, running_gateway
 

@@ -14,11 +14,12 @@ import openai
 import pytest
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
-from gateway.app import SERVER_OPTIONS, create_app
+from gateway.app import create_app
 from pipelines.contracts import Settings, load_settings
 from simulators.n8n import N8nSimulator
 from simulators.openai_realtime import CHUNK_MS, RealtimeSimulator, silence, tone
 from simulators.server import RunningServer, serve
+from voicegw.serve import SERVER_OPTIONS
 
 API_KEY = "sk-simulated-openai-key"
 SILENCE_MS = 200

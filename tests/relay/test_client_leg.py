@@ -20,10 +20,11 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import CONNECTING, OPEN
 from websockets.uri import parse_uri
 
-from gateway.app import SERVER_OPTIONS, create_app
+from gateway.app import create_app
 from pipelines.contracts import load_settings
 from simulators.openai_realtime import RealtimeSimulator, silence
 from simulators.server import serve
+from voicegw.serve import SERVER_OPTIONS
 
 from .conftest import Relay, b64
 

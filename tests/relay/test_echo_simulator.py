@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from gateway.app import SERVER_OPTIONS
 from simulators.openai_realtime import RealtimeSimulator, silence
 from simulators.server import serve
+from voicegw.serve import SERVER_OPTIONS
 
 from .conftest import API_KEY, b64
 

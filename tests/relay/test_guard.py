@@ -13,10 +13,11 @@ from openai.types.realtime import RealtimeFunctionToolParam
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.app import SERVER_OPTIONS, create_app
+from gateway.app import create_app
 from pipelines.contracts import load_settings
 from simulators.openai_realtime import RealtimeSimulator, Say
 from simulators.server import RunningServer, serve
+from voicegw.serve import SERVER_OPTIONS
 
 from .conftest import Relay, collect_until
 

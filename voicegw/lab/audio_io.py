@@ -16,7 +16,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.voice import io
 
-from simulators.speech import Samples, Speaker
+from .audio import Samples, Speaker
 
 FRAME_MS = 20
 
@@ -66,7 +66,8 @@ class FileAudioInput(io.AudioInput):
 
 
 class FileAudioOutput(io.AudioOutput):
-    """Simulated speaker (`simulators.speech.Speaker`) with a room output's playback events."""
+    """The virtual loudspeaker (`voicegw.lab.audio.Speaker`) with a room output's playback
+    events."""
 
     def __init__(self, *, sample_rate: int = 24_000) -> None:
         super().__init__(

@@ -19,13 +19,17 @@ from typing import Any
 
 import aiohttp
 
-from pipelines.contracts import Mode, Settings
+from pipelines.contracts import MODES, Mode, Settings
+from pipelines.livekit.session import PipelineOptions, load_vad
+from pipelines.livekit.state import RecordingPublisher
 from simulators.profiles import SimulatedProviders
-from simulators.server import serve
-from simulators.speech import Samples, Utterance, conversation, find_utterances, read_wav
 
-from .app import SERVER_OPTIONS, create_app
+from ..serve import running_gateway
+from ..simulate import simulated_stack
+from .audio import Samples, Utterance, conversation, find_utterances, read_wav
+from .talk_livekit import talk
 from .talk_openai import talk_openai
+from .turns import STAGES, TalkRun, Turn, format_ms
 
 log = logging.getLogger("voicegw.compare")
 
@@ -37,7 +41,7 @@ SAMPLE_TEXTS = (
     "Thanks, that is all for now.",
 )
 
-STAGES = ("vad_lag_ms", "eou_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms")
+COMPARED = ("vad_lag_ms", *STAGES)
 
 # The plan's success criteria, judged on the median (p95 is shown beside it).
 CRITERIA: tuple[tuple[str, str, float], ...] = (
@@ -53,6 +57,13 @@ COST_PER_MINUTE: dict[Mode, dict[str, float]] = {
     "openai": {"stt": 0.006, "llm": 0.010, "tts": 0.015, "transport": 0.005},
     "livekit": {"stt": 0.0035, "llm": 0.001, "tts": 0.004, "transport": 0.003},
 }
+
+
+class CompareTurn(Turn):
+    """A `voicegw talk --json` turn, and how long after the configured silence the mode's turn
+    detector reported the end of speech."""
+
+    vad_lag_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,60 +110,71 @@ async def run_compare(
     sims: SimulatedProviders | None = None,
 ) -> dict[str, Any]:
     """Run `turns` turns per mode and return `{"modes": …, "summary": …}`."""
-    from pipelines.livekit.session import PipelineOptions, load_vad
-    from pipelines.livekit.state import RecordingPublisher
-    from pipelines.livekit.talk import talk
-
     options = PipelineOptions.from_settings(settings)
     vad = load_vad(options.vad)
-    openai_silence_s = settings.openai_vad_silence_ms / 1000
-    results: dict[Mode, list[dict[str, Any]]] = {"livekit": [], "openai": []}
+    silence_s: dict[Mode, float] = {
+        "livekit": options.vad.min_silence_s,
+        "openai": settings.openai_vad_silence_ms / 1000,
+    }
+    results: dict[Mode, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     async with contextlib.AsyncExitStack() as stack:
-        gateway = await stack.enter_async_context(serve(create_app(settings), **SERVER_OPTIONS))
+        gateway = await stack.enter_async_context(running_gateway(settings))
         http = await stack.enter_async_context(aiohttp.ClientSession())
         run = 0
         while min(len(r) for r in results.values()) < turns:
             recording = recordings[run % len(recordings)]
             run += 1
-            if len(results["livekit"]) < turns:
+            for mode in MODES:
+                if len(results[mode]) >= turns:
+                    continue
                 if sims is not None:
                     sims.next_turn()
-                lk = await talk(
-                    options,
-                    recording.samples,
-                    recording.rate,
-                    vad=vad,
-                    http_session=http,
-                    publisher=RecordingPublisher(),
-                    session_id=f"compare-livekit-{run}",
-                    utterances=recording.utterances,
-                )
-                for turn, utterance in zip(lk.turns, recording.utterances, strict=False):
-                    lag = _lag_ms(
-                        turn.vad_end_at, lk.origin + utterance.end_s, options.vad.min_silence_s
+                played: TalkRun
+                if mode == "livekit":
+                    played = await talk(
+                        options,
+                        recording.samples,
+                        recording.rate,
+                        vad=vad,
+                        http_session=http,
+                        publisher=RecordingPublisher(),
+                        session_id=f"compare-livekit-{run}",
+                        utterances=recording.utterances,
                     )
-                    results["livekit"].append({**turn.summary(), "vad_lag_ms": lag})
-            if len(results["openai"]) < turns:
-                if sims is not None:
-                    sims.next_turn()
-                oa = await talk_openai(
-                    gateway.url,
-                    recording.samples,
-                    recording.rate,
-                    session_id=f"compare-openai-{run}",
-                    model=settings.openai_realtime_model,
-                    utterances=recording.utterances,
-                )
-                for oa_turn, oa_utterance in zip(oa.turns, recording.utterances, strict=False):
-                    lag = _lag_ms(
-                        oa_turn.turn_end_at, oa.origin + oa_utterance.end_s, openai_silence_s
+                else:
+                    played = await talk_openai(
+                        gateway.url,
+                        recording.samples,
+                        recording.rate,
+                        session_id=f"compare-openai-{run}",
+                        model=settings.openai_realtime_model,
+                        utterances=recording.utterances,
                     )
-                    results["openai"].append({**oa_turn.summary(), "vad_lag_ms": lag})
+                for turn, end, utterance in zip(
+                    played.turns, played.turn_ends, recording.utterances, strict=False
+                ):
+                    lag = _lag_ms(end, played.origin + utterance.end_s, silence_s[mode])
+                    row = CompareTurn(**turn.model_dump(), vad_lag_ms=lag)
+                    results[mode].append(row.model_dump())
             if run > 3 * turns:  # turns that never came back: stop, report what we have
                 log.warning("some turns produced no reply", extra={"runs": run})
                 break
     modes = {mode: {"turns": rows[:turns]} for mode, rows in results.items()}
     return {"modes": modes, "summary": summarize(modes)}
+
+
+async def compare(
+    settings: Settings, recordings: list[Recording], *, turns: int, profile: str | None
+) -> dict[str, Any]:
+    """`voicegw compare`: `run_compare`, on simulated providers when `profile` is given (each
+    turn draws its latencies from it)."""
+    if profile is None:
+        return await run_compare(settings, recordings, turns=turns)
+    async with simulated_stack(settings, profile, speak_replies=False) as stack:
+        result = await run_compare(
+            stack.settings, recordings, turns=turns, sims=stack.providers
+        )
+    return {"profile": profile, **result}
 
 
 def _lag_ms(detected_at: float | None, speech_end_at: float, silence_s: float) -> float | None:
@@ -170,7 +192,7 @@ def summarize(modes: dict[Mode, dict[str, list[dict[str, Any]]]]) -> dict[str, A
     summary: dict[str, Any] = {}
     for mode, data in modes.items():
         stages: dict[str, dict[str, float | int | None]] = {}
-        for stage in STAGES:
+        for stage in COMPARED:
             values = [t[stage] for t in data["turns"] if t.get(stage) is not None]
             stages[stage] = {
                 "p50": round(statistics.median(values), 1) if values else None,
@@ -207,33 +229,29 @@ def render_table(result: dict[str, Any], *, profile: str | None) -> str:
         f"{'stage':<18} {'livekit p50':>11} {'p95':>6}  {'openai p50':>10} {'p95':>6}  target",
     ]
     targets = {stage: (name, target) for name, stage, target in CRITERIA}
-    for stage in STAGES:
+    for stage in COMPARED:
         cells = []
-        for mode in ("livekit", "openai"):
+        for mode in MODES:
             values = summary[mode]["stages"][stage]
-            cells += [_cell(values["p50"]), _cell(values["p95"])]
+            cells += [format_ms(values["p50"], ""), format_ms(values["p95"], "")]
         target = ""
         if stage in targets:
             name, limit = targets[stage]
             verdicts = [
-                _verdict(summary[m]["stages"][stage]["p50"], limit) for m in ("livekit", "openai")
+                _verdict(summary[m]["stages"][stage]["p50"], limit) for m in MODES
             ]
             target = f"< {limit:.0f} ({name}): livekit {verdicts[0]}, openai {verdicts[1]}"
         lines.append(
             f"{stage.removesuffix('_ms'):<18} {cells[0]:>11} {cells[1]:>6}  "
             f"{cells[2]:>10} {cells[3]:>6}  {target}"
         )
-    costs = [summary[m]["cost_per_minute_usd"] for m in ("livekit", "openai")]
+    costs = [summary[m]["cost_per_minute_usd"] for m in MODES]
     lines.append(f"{'cost $/min':<18} {costs[0]:>11.4f} {'':>6}  {costs[1]:>10.4f}")
-    for mode in ("livekit", "openai"):
+    for mode in MODES:
         judged = [c for c in summary[mode]["criteria"] if c["pass"] is not None]
         passed = sum(c["pass"] for c in judged)
         lines.append(f"{mode}: {passed}/{len(judged)} criteria met")
     return "\n".join(lines)
-
-
-def _cell(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f}"
 
 
 def _verdict(p50: float | None, limit: float) -> str:

@@ -1,9 +1,9 @@
-"""One conversation from a recording in openai mode: what the page does, minus the browser.
+"""openai mode of `voicegw talk`: what the page does, minus the browser.
 
 It asks a running gateway for an openai session, connects to the relay with the official
 openai SDK (the ticket as its API key), streams the recording as pcm16 24 kHz in 20 ms chunks
 at real time, and plays the reply on the same virtual speaker as livekit mode
-(`simulators.speech.Speaker`), so voice-to-voice is measured the same way in both: from the
+(`voicegw.lab.audio.Speaker`), so voice-to-voice is measured the same way in both: from the
 true end of each utterance in the input to the first audible sample of the reply.
 """
 
@@ -15,61 +15,19 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import numpy as np
 import openai
 
-from simulators.speech import Samples, Speaker, Utterance, find_utterances
+from .audio import Samples, Speaker, Utterance, find_utterances, resample
+from .turns import STAGES, TalkResult, TalkRun, ToolCall, Turn
 
 log = logging.getLogger("voicegw.talk")
 
 RATE = 24_000
 CHUNK_S = 0.020
-_STAGES = ("eou_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms")
-
-
-@dataclass
-class Turn:
-    """One user utterance and everything the agent did about it."""
-
-    user_text: str = ""
-    assistant_text: str = ""
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    stages: dict[str, float | None] = field(default_factory=dict)
-    voice_to_voice_ms: float | None = None
-    turn_end_at: float | None = None  # perf_counter() when the server VAD ended the turn
-
-    def summary(self) -> dict[str, Any]:
-        """The `voicegw talk --json` turn shape."""
-        return {
-            "user_text": self.user_text,
-            "assistant_text": self.assistant_text,
-            "tool_calls": self.tool_calls,
-            **{stage: self.stages.get(stage) for stage in _STAGES},
-            "voice_to_voice_ms": self.voice_to_voice_ms,
-        }
-
-
-@dataclass
-class TalkResult:
-    turns: list[Turn]
-    utterances: tuple[Utterance, ...]
-    output: Samples  # the reply audio on the input's timeline, 24 kHz
-    session_id: str
-    origin: float  # perf_counter() of input sample 0
-
-
-def to_pcm24k(samples: Samples, sample_rate: int) -> Samples:
-    if sample_rate == RATE:
-        return samples
-    count = round(len(samples) * RATE / sample_rate)
-    positions = np.arange(count) * (sample_rate / RATE)
-    resampled = np.interp(positions, np.arange(len(samples)), samples.astype(np.float64))
-    out: Samples = np.round(resampled).astype(np.int16)
-    return out
 
 
 async def talk_openai(
@@ -81,12 +39,12 @@ async def talk_openai(
     model: str = "gpt-realtime",
     utterances: tuple[Utterance, ...] | None = None,
     settle_timeout_s: float = 20.0,
-) -> TalkResult:
+) -> TalkRun:
     """Stream `samples` through the gateway's relay in real time and return the turns.
     Cancelling it is safe: the connection is closed and its tasks are awaited."""
     if utterances is None:
         utterances = find_utterances(samples, sample_rate)
-    pcm = to_pcm24k(samples, sample_rate)
+    pcm = resample(samples, sample_rate, RATE)
     async with httpx.AsyncClient(base_url=gateway_url) as http:
         response = await http.get(
             "/v1/session", params={"mode": "openai", "session_id": session_id}
@@ -103,6 +61,7 @@ async def talk_openai(
     )
     speaker = Speaker(RATE)
     turns: list[Turn] = []
+    turn_ends: list[float | None] = []
     done = asyncio.Event()
     origin = time.perf_counter()
     try:
@@ -111,7 +70,7 @@ async def talk_openai(
             sender = asyncio.create_task(_send(connection, pcm, origin, done))
             try:
                 await asyncio.wait_for(
-                    _receive(connection, speaker, turns, len(utterances), done),
+                    _receive(connection, speaker, turns, turn_ends, len(utterances), done),
                     len(pcm) / RATE + settle_timeout_s,
                 )
             except TimeoutError:
@@ -128,7 +87,15 @@ async def talk_openai(
         heard = [s for s in speaker.sounds if s >= end]
         turn.voice_to_voice_ms = round((heard[0] - end) * 1000, 1) if heard else None
     duration = max(len(pcm) / RATE, time.perf_counter() - origin)
-    return TalkResult(turns, utterances, speaker.render(origin, duration), session_id, origin)
+    return TalkRun(
+        result=TalkResult(mode="openai", turns=turns),
+        turn_ends=turn_ends,
+        utterances=utterances,
+        output=speaker.render(origin, duration),
+        output_rate=RATE,
+        origin=origin,
+        sounds=list(speaker.sounds),
+    )
 
 
 async def _send(connection: Any, pcm: Samples, origin: float, done: asyncio.Event) -> None:
@@ -148,9 +115,14 @@ async def _send(connection: Any, pcm: Samples, origin: float, done: asyncio.Even
 
 
 async def _receive(
-    connection: Any, speaker: Speaker, turns: list[Turn], expected: int, done: asyncio.Event
+    connection: Any,
+    speaker: Speaker,
+    turns: list[Turn],
+    turn_ends: list[float | None],
+    expected: int,
+    done: asyncio.Event,
 ) -> None:
-    turn = Turn()
+    turn, turn_end = Turn(), None
     arguments: dict[str, str] = {}
     while len(turns) < expected:
         message = json.loads(await connection.recv_bytes())
@@ -160,8 +132,8 @@ async def _receive(
             speaker.play(np.frombuffer(base64.b64decode(message["delta"]), dtype=np.int16), now)
         elif kind == "response.done":
             speaker.end_segment()
-        elif kind == "input_audio_buffer.speech_stopped" and turn.turn_end_at is None:
-            turn.turn_end_at = now
+        elif kind == "input_audio_buffer.speech_stopped" and turn_end is None:
+            turn_end = now  # the server VAD ended the turn
         elif kind == "response.function_call_arguments.done":
             arguments[message["call_id"]] = message["arguments"]
         elif kind == "transcript.user" and message["final"]:
@@ -170,17 +142,16 @@ async def _receive(
             turn.assistant_text = " ".join(filter(None, (turn.assistant_text, message["text"])))
         elif kind == "tool.finished":
             raw = arguments.get(message["call_id"], "{}")
-            turn.tool_calls.append(
-                {
-                    "name": message["name"],
-                    "arguments": _json_or_raw(raw),
-                    "status": message["status"],
-                }
+            call = ToolCall(
+                name=message["name"], arguments=_json_or_raw(raw), status=message["status"]
             )
+            turn.tool_calls.append(call)
         elif kind == "metrics.turn":
-            turn.stages = {stage: message.get(stage) for stage in _STAGES}
+            for stage in STAGES[:-1]:  # voice-to-voice is measured here, on the speaker
+                setattr(turn, stage, message.get(stage))
             turns.append(turn)
-            turn = Turn()
+            turn_ends.append(turn_end)
+            turn, turn_end = Turn(), None
         elif kind == "voice.error" and message.get("fatal"):
             raise RuntimeError(f"relay error {message['code']}: {message['message']}")
     done.set()

@@ -1,8 +1,9 @@
-"""One conversation from a recording, with no LiveKit server: the configured pipeline (same
-factory as the worker) between a `FileAudioInput` and a `FileAudioOutput`.
+"""livekit mode of `voicegw talk`: one conversation from a recording, with no LiveKit server.
 
-Used by `voicegw talk`, the tests and the benchmark. Voice-to-voice is measured from the true
-end of each utterance in the input audio to the first audible sample the agent played.
+The configured pipeline (the same factory as the worker) runs between a `FileAudioInput` and a
+`FileAudioOutput`. Used by `voicegw talk`, `voicegw compare`, the tests and the benchmark.
+Voice-to-voice is measured from the true end of each utterance in the input audio to the first
+audible sample the agent played.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -19,14 +20,21 @@ from livekit.agents import AgentSession
 from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
-from pipelines.contracts import N8nExecutor
-from simulators.speech import Samples, Utterance, find_utterances
+from pipelines.contracts import N8nExecutor, Settings
+from pipelines.livekit.latency import TurnRecord, TurnTracker
+from pipelines.livekit.session import (
+    PipelineOptions,
+    build_agent,
+    build_session,
+    close_session,
+    load_vad,
+)
+from pipelines.livekit.state import RecordingPublisher, StateBridge, StatePublisher
+from pipelines.livekit.tools import ToolListeners, build_tools
 
+from .audio import Samples, Utterance, find_utterances
 from .audio_io import FileAudioInput, FileAudioOutput
-from .latency import Turn, TurnTracker
-from .session import PipelineOptions, build_agent, build_session, close_session
-from .state import StateBridge, StatePublisher
-from .tools import ToolListeners, build_tools
+from .turns import TalkResult, TalkRun, ToolCall, Turn
 
 log = logging.getLogger("voicegw.livekit.talk")
 
@@ -34,13 +42,23 @@ _POLL_S = 0.05
 
 
 @dataclass
-class TalkResult:
-    turns: list[Turn]
-    utterances: tuple[Utterance, ...]
-    output: Samples  # the agent's audio on the input's timeline
-    output_rate: int
-    origin: float  # perf_counter() of input sample 0
-    sounds: list[float]  # perf_counter() of each played segment's first audible sample
+class LiveKitRun(TalkRun):
+    """A livekit conversation, with the turn tracker's own records (timestamps included)."""
+
+    records: list[TurnRecord] = field(default_factory=list)
+
+
+def turn_of(record: TurnRecord) -> Turn:
+    """The `voicegw talk --json` turn of a tracker record."""
+    return Turn(
+        user_text=record.user_text,
+        assistant_text=" ".join(record.assistant_text),
+        tool_calls=[
+            ToolCall(name=c.name, arguments=c.arguments, status=c.status)
+            for c in record.tool_calls
+        ],
+        **record.metrics().model_dump(exclude={"type"}),
+    )
 
 
 async def talk(
@@ -56,7 +74,7 @@ async def talk(
     conn_options: SessionConnectOptions | None = None,
     settle_timeout_s: float = 30.0,
     observe: Callable[[AgentSession[Any]], None] | None = None,
-) -> TalkResult:
+) -> LiveKitRun:
     """Play `samples` to the pipeline in real time and return what happened, turn by turn.
     Cancelling it is safe: the session and its helpers are closed."""
     if utterances is None:
@@ -64,7 +82,7 @@ async def talk(
     source = FileAudioInput(samples, sample_rate)
     sink = FileAudioOutput()
 
-    def voice_to_voice(turn: Turn) -> float | None:
+    def voice_to_voice(turn: TurnRecord) -> float | None:
         if source.started_at is None:
             return None
         ends = [source.started_at + u.end_s for u in utterances]
@@ -120,11 +138,28 @@ async def talk(
         await executor.aclose()
     origin = source.started_at or time.perf_counter()
     duration = max(len(samples) / sample_rate, time.perf_counter() - origin)
-    return TalkResult(
-        turns=tracker.turns,
+    return LiveKitRun(
+        result=TalkResult(mode="livekit", turns=[turn_of(r) for r in tracker.turns]),
+        turn_ends=[r.vad_end_at for r in tracker.turns],
         utterances=utterances,
         output=sink.render(origin, duration),
         output_rate=sink.sample_rate or 24_000,
         origin=origin,
         sounds=list(sink.sounds),
+        records=tracker.turns,
     )
+
+
+async def talk_livekit(settings: Settings, samples: Samples, sample_rate: int) -> LiveKitRun:
+    """One conversation through the configured pipeline (`voicegw talk --mode livekit`)."""
+    options = PipelineOptions.from_settings(settings)
+    async with aiohttp.ClientSession() as http:
+        return await talk(
+            options,
+            samples,
+            sample_rate,
+            vad=load_vad(options.vad),
+            http_session=http,
+            publisher=RecordingPublisher(),
+            session_id="talk",
+        )

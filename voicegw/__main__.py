@@ -1,0 +1,3 @@
+from voicegw.cli import main
+
+main()

@@ -1,0 +1,94 @@
+"""How the gateway is served: by `voicegw serve`, the lab, the tests and the benchmarks alike.
+
+uvicorn with the relay's direct WebSocket protocol (`SERVER_OPTIONS`), on uvloop as
+`uvicorn.run` would (`run_server`). `serve_gateway` runs the process's server until it is told
+to stop; `running_gateway` serves one on a free port of 127.0.0.1 inside the current event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any
+
+import uvicorn
+from starlette.routing import BaseRoute
+
+from gateway.app import create_app
+from gateway.breaker import Breaker
+from pipelines.contracts import Settings
+from relay.client_leg import DirectWebSocketProtocol
+from simulators.server import RunningServer, serve
+
+from .simulate import simulated_stack
+
+log = logging.getLogger("voicegw.cli")
+
+# Frames go straight to a relay session, no ASGI queue per frame. No per-message deflate: it
+# would cost the relay more CPU per audio frame than everything else it does, for a quarter
+# less bandwidth on base64 audio.
+SERVER_OPTIONS: dict[str, Any] = {
+    "ws": DirectWebSocketProtocol,
+    "ws_per_message_deflate": False,
+    "ws_max_size": 16 * 1024 * 1024,
+}
+
+
+def run_server(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server on uvloop (installed with uvicorn[standard]) as `uvicorn.run` would:
+    `uvicorn.Server.serve()` inside a plain `asyncio.run` gets the default asyncio loop, which
+    costs the relay about a fifth more CPU per frame and a longer latency tail."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        import asyncio
+
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
+async def serve_gateway(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    profile: str | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> None:
+    """Serve the gateway until the process is told to stop, as `voicegw serve` does (the relay
+    benchmark runs it through here too). `profile` runs every provider as a simulator."""
+    async with contextlib.AsyncExitStack() as stack:
+        if profile is not None:
+            simulated = await stack.enter_async_context(simulated_stack(settings, profile))
+            settings = simulated.settings
+            log.warning(
+                "SIMULATED PROVIDERS: no provider key is set, so OpenAI Realtime, Deepgram, "
+                "Groq, Chatterbox and n8n are local simulators and every reply is simulated",
+                extra={"profile": profile},
+            )
+        log.info(
+            "gateway starting", extra={"host": host, "port": port, "env": settings.voicegw_env}
+        )
+        config = uvicorn.Config(
+            create_app(settings, extra_routes=extra_routes),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            **SERVER_OPTIONS,
+        )
+        await uvicorn.Server(config).serve()
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    settings: Settings, *, breaker: Breaker | None = None, **server_options: Any
+) -> AsyncIterator[RunningServer]:
+    """The gateway on a free port of 127.0.0.1 in this event loop until the block ends, served
+    as `voicegw serve` serves it (`server_options` amend `SERVER_OPTIONS`). `breaker` replaces
+    the one built from settings (tests give it a fake clock)."""
+    app = create_app(settings, breaker=breaker)
+    async with serve(app, **{**SERVER_OPTIONS, **server_options}) as server:
+        yield server
