@@ -61,17 +61,19 @@ API_KEY = "sk-simulated-openai-key"
 def _serve_simulator(port: int) -> None:
     import uvicorn
 
+    from relay.client_leg import direct_leg
     from simulators.openai_realtime import RealtimeSimulator, Say
+    from voicegw.serve import SERVER_OPTIONS
 
+    # Served like the gateway, with the relay's direct protocol as its frame hook, the echo
+    # simulator answers appends from the socket's callback.
     sim = RealtimeSimulator(
         api_key=API_KEY,
         echo=True,
         validate_outgoing=False,
         default_reply=Say(audio_ms=3000, pace=True),
+        take_over=direct_leg,
     )
-    from voicegw.serve import SERVER_OPTIONS
-
-    # Served like the gateway, the echo simulator answers appends from the socket's callback.
     uvicorn.run(sim.app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
                 **SERVER_OPTIONS)  # fmt: skip
 

@@ -81,11 +81,17 @@ def open_client_leg(
 ) -> ClientLeg:
     """The fastest leg the server offers for this (not yet accepted) WebSocket; `receive` and
     `send` are its raw ASGI callables."""
+    return direct_leg(websocket, sink) or AsgiLeg(websocket, receive, send, sink)
+
+
+def direct_leg(websocket: WebSocket, sink: ClientSink) -> DirectLeg | None:
+    """Take this (not yet accepted) WebSocket's frames over, when the server offers the
+    `voicegw.direct_websocket` extension (it runs `DirectWebSocketProtocol`); None otherwise."""
     direct = websocket.scope.get("extensions", {}).get(DIRECT_EXTENSION)
-    if direct is not None:
-        leg: ClientLeg = direct["take_over"](sink, websocket)
-        return leg
-    return AsgiLeg(websocket, receive, send, sink)
+    if direct is None:
+        return None
+    leg: DirectLeg = direct["take_over"](sink, websocket)
+    return leg
 
 
 # -- on voicegw serve: frames straight from the transport -------------------------------------

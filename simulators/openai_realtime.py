@@ -12,11 +12,11 @@ with "(simulated)". A test scripts replies (`script()`), reads what arrived (`re
 first audio would.
 
 `echo=True` is the benchmark mode: every appended chunk comes straight back as an audio delta
-whose `item_id` is the append's `event_id`, so a client can time each frame pair. Served the
-way the gateway is (`gateway.app.SERVER_OPTIONS`), an echo simulator takes its connections'
-frames over through the `voicegw.direct_websocket` extension and echoes each append from the
-socket's callback (still validated with the SDK types), so it costs a benchmark's shared cores
-little; every other event goes through the same handlers as always.
+whose `item_id` is the append's `event_id`, so a client can time each frame pair. Given a
+`take_over` hook that hands it a connection's frames as they arrive (the benchmark plugs in
+the relay's direct WebSocket protocol), an echo simulator echoes each append from the socket's
+callback (still validated with the SDK types), so it costs a benchmark's shared cores little;
+every other event goes through the same handlers as always.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from openai.types.realtime import InputAudioBufferAppendEvent
@@ -38,8 +38,6 @@ from pydantic_core import from_json
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
-
-from relay.client_leg import DIRECT_EXTENSION, ClientLeg
 
 from .realtime_events import (
     CLIENT_EVENT_MODELS,
@@ -85,6 +83,33 @@ class CallTool:
 Reply = Say | CallTool
 
 
+class FrameSink(Protocol):
+    """What a taken-over connection reports, frame by frame, from its socket's callbacks."""
+
+    def on_client_text(self, text: str) -> None: ...
+
+    def on_client_binary(self, size: int) -> None: ...
+
+    def on_client_closed(self) -> None: ...
+
+    def on_client_backpressure(self, paused: bool) -> None: ...
+
+
+class FrameLeg(Protocol):
+    """A taken-over connection: frames out are written to its transport at once."""
+
+    async def accept(self, subprotocol: str | None) -> None: ...
+
+    def send_text(self, payload: bytes) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+# Given a WebSocket that is not accepted yet and the sink its frames go to, a leg carrying
+# them (or None: the server offers no such thing, and the ASGI interface serves the echo).
+TakeOver = Callable[[WebSocket, FrameSink], FrameLeg | None]
+
+
 @dataclass
 class RealtimeSimulator:
     """The ASGI app is `self.app` (path `/v1/realtime`); serve it with `simulators.server`."""
@@ -97,10 +122,12 @@ class RealtimeSimulator:
     default_reply: Reply = field(default_factory=Say)
     response_delay_s: float = 0.0  # model time: response.created → first output
     speak: bool = False  # say replies with espeak-ng (when installed) instead of a tone
+    take_over: TakeOver | None = None  # echo mode: frames straight from the socket
     received: list[dict[str, Any]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     connections: int = 0
     open_connections: int = 0
+    taken_over: int = 0  # connections whose frames `take_over` handed to the echo
     models: list[str] = field(default_factory=list)
     _script: list[Reply] = field(default_factory=list)
     _changed: asyncio.Event | None = None
@@ -148,9 +175,10 @@ class RealtimeSimulator:
         model = websocket.query_params.get("model", "")
         self.models.append(model)
         connection = _Connection(self, websocket, model)
-        direct = websocket.scope.get("extensions", {}).get(DIRECT_EXTENSION)
-        if self.echo and direct is not None:
-            connection.leg = direct["take_over"](connection, websocket)
+        if self.echo and self.take_over is not None:
+            connection.leg = self.take_over(websocket, connection)
+        if connection.leg is not None:
+            self.taken_over += 1
             await connection.leg.accept(None)
             connection.leg.resume_reading()
         else:
@@ -187,11 +215,11 @@ class _Connection:
         self.audio_deltas = 0
         self.echo_response: str | None = None
         self.closed = False
-        self.leg: ClientLeg | None = None  # set when the frames were taken over (echo mode)
+        self.leg: FrameLeg | None = None  # set when the frames were taken over (echo mode)
         self._inbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._idle = False  # the handler loop waits on an empty inbox
 
-    # -- the direct leg's sink (echo mode on a direct server) --------------------------------
+    # -- the taken-over connection's sink (echo mode) -----------------------------------------
 
     def on_client_text(self, text: str) -> None:
         if self._idle and self.echo_response is not None and text.startswith(_APPEND):

@@ -1,5 +1,6 @@
-"""The benchmark's upstream: the OpenAI Realtime simulator in echo mode, served like the gateway
-(so it answers appends from the socket's callback), still speaks GA and still validates."""
+"""The benchmark's upstream: the OpenAI Realtime simulator in echo mode, with the relay's direct
+WebSocket protocol plugged in as its `take_over` hook (so, served like the gateway, it answers
+appends from the socket's callback), still speaks GA and still validates."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from relay.client_leg import direct_leg
 from simulators.openai_realtime import RealtimeSimulator, silence
 from simulators.server import serve
 from voicegw.serve import SERVER_OPTIONS
@@ -21,12 +23,15 @@ TIMEOUT_S = 5.0
 
 
 @pytest.fixture(params=["direct", "asgi"])
-async def echo(request: pytest.FixtureRequest) -> AsyncIterator[tuple[RealtimeSimulator, str]]:
-    """An echo simulator served like the gateway (callback echo) and on plain uvicorn."""
-    sim = RealtimeSimulator(api_key=API_KEY, echo=True)
+async def echo(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[RealtimeSimulator, str, bool]]:
+    """An echo simulator served like the gateway (callback echo) and on plain uvicorn (where the
+    hook finds nothing to take over)."""
+    sim = RealtimeSimulator(api_key=API_KEY, echo=True, take_over=direct_leg)
     options = SERVER_OPTIONS if request.param == "direct" else {}
     async with serve(sim.app, **options) as server:
-        yield sim, f"{server.ws_url}/v1/realtime?model=gpt-realtime"
+        yield sim, f"{server.ws_url}/v1/realtime?model=gpt-realtime", request.param == "direct"
 
 
 async def next_event(ws: ClientConnection) -> dict[str, Any]:
@@ -36,9 +41,9 @@ async def next_event(ws: ClientConnection) -> dict[str, Any]:
 
 
 async def test_appends_come_back_as_deltas_named_by_their_event_id(
-    echo: tuple[RealtimeSimulator, str],
+    echo: tuple[RealtimeSimulator, str, bool],
 ) -> None:
-    sim, url = echo
+    sim, url, direct = echo
     headers = {"Authorization": f"Bearer {API_KEY}"}
     async with connect(url, additional_headers=headers, compression=None) as ws:
         assert (await next_event(ws))["type"] == "session.created"
@@ -55,3 +60,5 @@ async def test_appends_come_back_as_deltas_named_by_their_event_id(
     ]
     assert error["type"] == "error"
     assert sim.violations and "input_audio_buffer.append" in sim.violations[0]
+    # served like the gateway, the hook took the frames over; on plain uvicorn it found nothing
+    assert sim.taken_over == (1 if direct else 0)
