@@ -41,7 +41,7 @@ from livekit.agents import AgentSession
 from livekit.agents.voice.events import UserInputTranscribedEvent
 
 from pipelines.livekit.latency import estimated_voice_to_voice
-from pipelines.livekit.session import PipelineOptions, VadOptions, load_vad
+from pipelines.livekit.pipeline import PipelineOptions, VadOptions, load_vad
 from pipelines.livekit.state import RecordingPublisher
 from simulators.chatterbox import ChatterboxSimulator
 from simulators.deepgram import DeepgramSimulator

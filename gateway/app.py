@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -30,12 +30,10 @@ from .admin import admin_view
 from .breaker import Breaker
 from .dispatch import LiveKitProber, LiveKitServerApi
 from .errors import ApiError, api_error_handler, http_error_handler
-from .launcher import Launcher, RecallClient
-from .openapi import openapi_document
-from .sessions import (
+from .issuer import (
     FALLBACK_STICKY_MAX,
     FALLBACK_STICKY_S,
-    SESSION_ID_PATTERN,
+    FallbackRequest,
     LaunchRequest,
     SessionIssuer,
     StickySet,
@@ -44,6 +42,8 @@ from .sessions import (
     new_session_id,
     parse_mode,
 )
+from .launcher import Launcher, RecallClient
+from .openapi import openapi_document
 from .tokens import LaunchClaims, LaunchTokenError, verify_launch_token
 
 log = logging.getLogger("voicegw.gateway")
@@ -52,13 +52,6 @@ PAGE_DIR = Path(__file__).resolve().parents[1] / "client-config"
 MAX_BODY_BYTES = 64 * 1024
 
 _M = TypeVar("_M", bound=BaseModel)
-
-class FallbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    session_id: str = Field(pattern=SESSION_ID_PATTERN)
-    reason: str = Field(min_length=1, max_length=200)
-
 
 class Gateway:
     """Per-process state of the gateway and its request handlers."""

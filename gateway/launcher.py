@@ -21,7 +21,7 @@ import httpx
 from pipelines.contracts.metrics import BOT_LAUNCHES
 
 from .errors import ApiError
-from .sessions import LaunchRequest, LaunchResponse, SessionIssuer
+from .issuer import LaunchRequest, LaunchResponse, SessionIssuer
 
 log = logging.getLogger("voicegw.launcher")
 

@@ -7,9 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipelines.contracts import SessionConfig
+from pipelines.contracts import MODES, SessionConfig
 
-from .sessions import MAX_USER_LENGTH, SESSION_ID_PATTERN, LaunchRequest, LaunchResponse
+from .admin import AdminRouting
+from .issuer import (
+    MAX_USER_LENGTH,
+    SESSION_ID_PATTERN,
+    FallbackRequest,
+    LaunchRequest,
+    LaunchResponse,
+)
 
 _REF = "#/components/schemas/{model}"
 
@@ -61,9 +68,6 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    from .admin import AdminRouting
-    from .app import FallbackRequest  # the handler module owns this model
-
     components: dict[str, Any] = {"Error": _error_schema()}
     for model in (SessionConfig, LaunchRequest, LaunchResponse, FallbackRequest, AdminRouting):
         schema = model.model_json_schema(ref_template=_REF)
@@ -90,7 +94,7 @@ def openapi_document() -> dict[str, Any]:
                         _query("launch", {"type": "string"}, "signed launch token"),
                         _query(
                             "mode",
-                            {"type": "string", "enum": ["livekit", "openai"]},
+                            {"type": "string", "enum": list(MODES)},
                             "requested mode (honoured when overrides are allowed)",
                         ),
                         _query(

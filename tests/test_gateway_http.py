@@ -12,7 +12,7 @@ import pytest
 from livekit import api
 
 from gateway.app import create_app
-from gateway.sessions import StickySet
+from gateway.issuer import StickySet
 from pipelines.contracts import SessionConfig, load_settings
 from relay.tickets import TicketRedeemer
 from simulators.server import serve

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from gateway.app import Gateway
 from gateway.errors import ApiError
-from gateway.sessions import LaunchRequest
+from gateway.issuer import LaunchRequest
 from pipelines.contracts import MODES, ConfigError, Mode, Settings, load_settings
 from pipelines.contracts.schemas import SCHEMA_DIR, write_schemas
 from simulators.profiles import PROFILES

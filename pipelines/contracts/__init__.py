@@ -14,7 +14,7 @@ from .messages import (
     parse_state_message,
 )
 from .prompt import SYSTEM_PROMPT
-from .session import (
+from .session_config import (
     CONTRACT_VERSION,
     MODES,
     DispatchMetadata,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .messages import state_message_adapter
-from .session import SessionConfig
+from .session_config import SessionConfig
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "client-config" / "schemas"
 

@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .session import Mode
+from .session_config import Mode
 
 log = logging.getLogger("voicegw.settings")
 

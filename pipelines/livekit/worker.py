@@ -17,7 +17,7 @@ from pipelines.contracts import N8nExecutor, Settings, load_settings
 from pipelines.contracts.metrics import observe_turn
 
 from .latency import TurnRecord, TurnTracker
-from .session import (
+from .pipeline import (
     PipelineOptions,
     build_agent,
     build_session,

@@ -12,7 +12,7 @@ from livekit.agents import APIConnectOptions
 from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
-from pipelines.livekit.session import PipelineOptions, VadOptions, load_vad
+from pipelines.livekit.pipeline import PipelineOptions, VadOptions, load_vad
 from simulators.chatterbox import ChatterboxSimulator
 from simulators.deepgram import DeepgramSimulator
 from simulators.groq import GroqSimulator, ToolRule

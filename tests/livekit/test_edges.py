@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipelines.contracts import STATE_TOPIC, AgentState, DispatchMetadata, load_settings
-from pipelines.livekit.session import PipelineOptions, session_id_for, turn_handling
+from pipelines.livekit.pipeline import PipelineOptions, session_id_for, turn_handling
 from pipelines.livekit.state import DataChannelPublisher
 from voicegw.cli import main
 from voicegw.lab import audio

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from pipelines.contracts import MODES, Mode, Settings
-from pipelines.livekit.session import PipelineOptions, load_vad
+from pipelines.livekit.pipeline import PipelineOptions, load_vad
 from pipelines.livekit.state import RecordingPublisher
 from simulators.profiles import SimulatedProviders
 

@@ -11,7 +11,7 @@ import contextlib
 import json
 
 from pipelines.contracts import Mode, Settings
-from pipelines.livekit.session import PipelineOptions
+from pipelines.livekit.pipeline import PipelineOptions
 
 from ..serve import running_gateway
 from ..simulate import simulated_stack

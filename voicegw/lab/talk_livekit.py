@@ -22,7 +22,7 @@ from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from pipelines.contracts import N8nExecutor, Settings
 from pipelines.livekit.latency import TurnRecord, TurnTracker
-from pipelines.livekit.session import (
+from pipelines.livekit.pipeline import (
     PipelineOptions,
     build_agent,
     build_session,

@@ -48,6 +48,15 @@ class LaunchRequest(BaseModel):
     )
 
 
+class FallbackRequest(BaseModel):
+    """`POST /v1/session/fallback`: the page's livekit session failed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(pattern=SESSION_ID_PATTERN)
+    reason: str = Field(min_length=1, max_length=200)
+
+
 class LaunchResponse(BaseModel):
     session_id: str
     bot_id: str | None = Field(None, description="the Recall.ai bot, when one was created")
