@@ -29,7 +29,7 @@ from relay import RelayConfig, RelayEndpoint
 from .admin import admin_view
 from .breaker import Breaker
 from .dispatch import LiveKitProber, LiveKitServerApi
-from .errors import ApiError, api_error_handler, http_error_handler
+from .errors import GatewayError, InvalidRequest, NotConfigured, UpstreamFailed
 from .issuer import (
     FALLBACK_STICKY_MAX,
     FALLBACK_STICKY_S,
@@ -52,6 +52,23 @@ PAGE_DIR = Path(__file__).resolve().parents[1] / "client-config"
 MAX_BODY_BYTES = 64 * 1024
 
 _M = TypeVar("_M", bound=BaseModel)
+
+# The one place a domain error becomes an HTTP status.
+STATUS_OF: dict[type[GatewayError], int] = {
+    InvalidRequest: 400,
+    NotConfigured: 503,
+    UpstreamFailed: 502,
+}
+
+
+class ApiError(Exception):
+    """An error of the HTTP exchange itself (credentials, the body): its status and code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 class Gateway:
     """Per-process state of the gateway and its request handlers."""
@@ -312,7 +329,11 @@ def create_app(
         routes.append(Mount("/static", StaticFiles(directory=PAGE_DIR), name="static"))
     app = Starlette(
         routes=routes,
-        exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
+        exception_handlers={
+            ApiError: _api_error,
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+        },
         lifespan=_lifespan,
     )
     app.state.gateway = gw
@@ -331,6 +352,30 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+# The gateway's one HTTP error shape: `{"error": {"code", "message"}}`.
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    status = next(code for kind, code in STATUS_OF.items() if isinstance(exc, kind))
+    return error_response(status, exc.code, exc.message)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
 
 
 def _bearer(request: Request) -> str | None:

@@ -1,31 +1,27 @@
-"""The gateway's one HTTP error shape: `{"error": {"code", "message"}}`, messages name the
-problem and never echo a credential."""
+"""The gateway's domain errors: why a session or a launch cannot be made.
+
+The issuer and the launcher raise them; the HTTP layer (`gateway/app.py`) maps each kind to a
+status code, and `voicegw launch` prints it. `code` is a stable machine-readable name; the
+message names the problem for a person and never echoes a credential.
+"""
 
 from __future__ import annotations
 
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+class GatewayError(Exception):
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
         self.message = message
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+class InvalidRequest(GatewayError):
+    """What was asked for is malformed: the caller can fix it."""
 
 
-async def api_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message)
+class NotConfigured(GatewayError):
+    """This gateway lacks the configuration to do it (a mode, or the Recall.ai key)."""
 
 
-async def http_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+class UpstreamFailed(GatewayError):
+    """A service the gateway calls refused or could not be reached."""

@@ -24,7 +24,7 @@ from pipelines.contracts import (
 )
 from relay.tickets import issue_ticket
 
-from .errors import ApiError
+from .errors import InvalidRequest, NotConfigured
 from .routing import RoutingPolicy, resolve_mode
 from .tokens import issue_launch_token, livekit_token, room_name
 
@@ -72,7 +72,7 @@ def new_session_id() -> str:
 
 def check_session_id(value: str) -> str:
     if not _SESSION_ID_RE.fullmatch(value):
-        raise ApiError(400, "invalid_session_id", "session_id must be 1-64 of A-Z a-z 0-9 _ -")
+        raise InvalidRequest("invalid_session_id", "session_id must be 1-64 of A-Z a-z 0-9 _ -")
     return value
 
 
@@ -81,7 +81,7 @@ def check_user(value: str | None) -> str | None:
         return None
     value = value.strip()
     if not value or len(value) > MAX_USER_LENGTH:
-        raise ApiError(400, "invalid_user", f"user must be 1-{MAX_USER_LENGTH} characters")
+        raise InvalidRequest("invalid_user", f"user must be 1-{MAX_USER_LENGTH} characters")
     return value
 
 
@@ -91,7 +91,7 @@ def parse_mode(value: str | None) -> Mode | None:
     for mode in MODES:
         if value == mode:
             return mode
-    raise ApiError(400, "invalid_mode", "mode must be one of: livekit, openai")
+    raise InvalidRequest("invalid_mode", f"mode must be one of: {', '.join(MODES)}")
 
 
 class SessionIssuer:
@@ -129,8 +129,8 @@ class SessionIssuer:
     ) -> SessionConfig:
         missing = self._settings.missing_for(mode)
         if missing:
-            raise ApiError(
-                503, "mode_unavailable", f"{mode} mode is not configured: {', '.join(missing)}"
+            raise NotConfigured(
+                "mode_unavailable", f"{mode} mode is not configured: {', '.join(missing)}"
             )
         if mode == "livekit":
             return self._livekit_session(session_id, user, reason, launch)

@@ -20,7 +20,7 @@ import httpx
 
 from pipelines.contracts.metrics import BOT_LAUNCHES
 
-from .errors import ApiError
+from .errors import InvalidRequest, NotConfigured, UpstreamFailed
 from .issuer import LaunchRequest, LaunchResponse, SessionIssuer
 
 log = logging.getLogger("voicegw.launcher")
@@ -134,8 +134,8 @@ def check_meeting_url(value: str) -> str:
     """A meeting URL Recall can join: an absolute https URL (Teams, Zoom, Meet, Webex)."""
     parts = urlsplit(value.strip())
     if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in value.strip()):
-        raise ApiError(
-            400, "invalid_meeting_url", "meeting_url must be an absolute https URL of a meeting"
+        raise InvalidRequest(
+            "invalid_meeting_url", "meeting_url must be an absolute https URL of a meeting"
         )
     return value.strip()
 
@@ -166,8 +166,8 @@ class Launcher:
             check_meeting_url(request.meeting_url) if request.meeting_url is not None else None
         )
         if meeting_url is not None and self._recall is None:
-            raise ApiError(
-                503, "not_configured", "RECALL_API_KEY is not set, so no bot can be created"
+            raise NotConfigured(
+                "not_configured", "RECALL_API_KEY is not set, so no bot can be created"
             )
         result = self._issuer.launch(request, breaker_open=self._breaker_blocks())
         if meeting_url is None or self._recall is None:
@@ -186,7 +186,7 @@ class Launcher:
                 "recall bot creation failed",
                 extra={"session_id": result.session_id, "error": str(exc)},
             )
-            raise ApiError(502, "recall_error", str(exc)) from None
+            raise UpstreamFailed("recall_error", str(exc)) from None
         BOT_LAUNCHES.labels(status="ok").inc()
         log.info("recall bot created", extra={"session_id": result.session_id, "bot_id": bot_id})
         return result.model_copy(update={"bot_id": bot_id})

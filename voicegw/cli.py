@@ -15,7 +15,7 @@ import click
 from pydantic import ValidationError
 
 from gateway.app import Gateway
-from gateway.errors import ApiError
+from gateway.errors import GatewayError
 from gateway.issuer import LaunchRequest
 from pipelines.contracts import MODES, ConfigError, Mode, Settings, load_settings
 from pipelines.contracts.schemas import SCHEMA_DIR, write_schemas
@@ -194,7 +194,7 @@ def launch(meeting_url: str, mode: str | None, user: str | None) -> None:
         fail(problems, 1)
     try:
         result = asyncio.run(Gateway(settings).launcher.launch(request))
-    except ApiError as exc:
+    except GatewayError as exc:
         fail(exc.message, 1)
     click.echo(result.model_dump_json())
 
