@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from pipelines.contracts import MODES, Mode, Reason, Settings
 from pipelines.contracts.metrics import FALLBACKS_REPORTED, SESSIONS_ISSUED
+from pipelines.contracts.validation import describe_validation_error
 from relay import RelayConfig, RelayEndpoint
 
 from .admin import admin_view
@@ -399,11 +400,7 @@ async def _read_model(request: Request, model: type[_M]) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False)
-        )
-        raise ApiError(400, "invalid_body", problems) from None
+        raise ApiError(400, "invalid_body", describe_validation_error(exc, whole="body")) from None
 
 
 def _json(model: BaseModel, status: int = 200) -> Response:

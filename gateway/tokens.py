@@ -11,7 +11,7 @@ from datetime import timedelta
 import jwt
 from livekit import api
 
-from pipelines.contracts import DispatchMetadata, Mode
+from pipelines.contracts import MODES, DispatchMetadata, Mode
 
 LAUNCH_AUDIENCE = "voicegw:launch"
 
@@ -109,5 +109,5 @@ def verify_launch_token(secret: str, token: str) -> LaunchClaims:
     return LaunchClaims(
         session_id=str(claims["sid"]),
         user=str(user) if user is not None else None,
-        mode=mode if mode in ("livekit", "openai") else None,
+        mode=mode if mode in MODES else None,
     )

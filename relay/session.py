@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from time import monotonic
 
-from pipelines.contracts import N8nExecutor, VoiceError
+from pipelines.contracts import N8nExecutor, fatal_error
 from pipelines.contracts.metrics import RELAY_SESSIONS_ACTIVE, UPSTREAM_ERRORS, observe_turn
 from pipelines.openai_realtime import (
     FORWARD,
@@ -42,24 +42,20 @@ CLIENT_CLOSE_TIMEOUT_S = 1.0
 _MAX_UPSTREAM_FRAME = 16 * 1024 * 1024
 
 
-def _fatal(code: str, message: str) -> VoiceError:
-    return VoiceError(code=code, message=message, fatal=True)
-
-
 _CLIENT_GONE = Close(1000, "client gone")
 _UPSTREAM_CLOSED = Close(
-    1011, "upstream closed", _fatal("upstream_closed", "the OpenAI Realtime session ended")
+    1011, "upstream closed", fatal_error("upstream_closed", "the OpenAI Realtime session ended")
 )
 _UPSTREAM_UNAVAILABLE = Close(
     1011,
     "upstream unavailable",
-    _fatal("upstream_unavailable", "could not connect to OpenAI Realtime"),
+    fatal_error("upstream_unavailable", "could not connect to OpenAI Realtime"),
 )
-_INTERNAL = Close(1011, "internal error", _fatal("internal", "the relay failed"))
+_INTERNAL = Close(1011, "internal error", fatal_error("internal", "the relay failed"))
 _TOO_SLOW = Close(
     1013,
     "client too slow",
-    _fatal("client_too_slow", "the client did not keep up with the audio; reconnect"),
+    fatal_error("client_too_slow", "the client did not keep up with the audio; reconnect"),
 )
 
 
@@ -131,7 +127,7 @@ class RelaySession:
         return Close(
             1000,
             "session limit",
-            _fatal(
+            fatal_error(
                 "session_expired",
                 f"the session reached its maximum length ({minutes:g} min); start a new one",
             ),

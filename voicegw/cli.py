@@ -19,6 +19,7 @@ from gateway.errors import GatewayError
 from gateway.issuer import LaunchRequest
 from pipelines.contracts import MODES, ConfigError, Mode, Settings, load_settings
 from pipelines.contracts.schemas import SCHEMA_DIR, write_schemas
+from pipelines.contracts.validation import describe_validation_error
 from simulators.profiles import PROFILES
 
 from .agent import run_agent
@@ -187,11 +188,7 @@ def launch(meeting_url: str, mode: str | None, user: str | None) -> None:
             {"meeting_url": meeting_url, "mode": mode, "user": user}
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False)
-        )
-        fail(problems, 1)
+        fail(describe_validation_error(exc), 1)
     try:
         result = asyncio.run(Gateway(settings).launcher.launch(request))
     except GatewayError as exc:

@@ -11,6 +11,7 @@ from .messages import (
     TranscriptAssistant,
     TranscriptUser,
     VoiceError,
+    fatal_error,
     parse_state_message,
 )
 from .prompt import SYSTEM_PROMPT
@@ -64,6 +65,7 @@ __all__ = [
     "TranscriptUser",
     "VoiceError",
     "chat_completions_tools",
+    "fatal_error",
     "load_settings",
     "parse_state_message",
     "realtime_tools",

@@ -18,7 +18,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from .messages import ToolStatus
-from .metrics import TOOL_CALLS, TOOL_LATENCY
+from .metrics import TOOL_CALLS, TOOL_LATENCY, to_ms
 from .tools import TOOLS_BY_NAME, ToolArgumentError, ToolSpec
 
 log = logging.getLogger("voicegw.tools")
@@ -76,7 +76,7 @@ class N8nExecutor:
             name=name,
             status=status,
             output=output,
-            duration_ms=round(elapsed_s * 1000, 1),
+            duration_ms=to_ms(elapsed_s),
         )
         # Unknown names share one label so a model inventing tools cannot grow the series.
         metric_name = name if name in self._tools else "unknown"

@@ -72,6 +72,11 @@ class VoiceError(_Message):
     fatal: bool
 
 
+def fatal_error(code: str, message: str) -> VoiceError:
+    """A `voice.error` after which the session ends."""
+    return VoiceError(code=code, message=message, fatal=True)
+
+
 StateMessage = Annotated[
     AgentState
     | TranscriptUser

@@ -99,6 +99,11 @@ for _state in BREAKER_STATES:
     BREAKER_STATE.labels(state=_state).set(1 if _state == "closed" else 0)
 
 
+def to_ms(seconds: float) -> float:
+    """A duration in the contract's unit: milliseconds, to a tenth."""
+    return round(seconds * 1000, 1)
+
+
 def observe_turn(mode: Mode, stages_ms: Mapping[str, float | None]) -> None:
     """Record one turn's stage latencies, given in milliseconds under the contract's names
     (`eou_ms`, `stt_ms`, ...; the `_ms` suffix is optional). Unknown names and None are

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 CONTRACT_VERSION: Literal[1] = 1
 
 Mode = Literal["livekit", "openai"]
-MODES: tuple[Mode, ...] = ("livekit", "openai")
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 # The routing rules of DESIGN.md, plus "fallback": a session the page asked for after its
 # livekit session failed (`POST /v1/session/fallback`), which is openai whatever the rules say.

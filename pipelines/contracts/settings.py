@@ -22,7 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .session_config import Mode
+from .session_config import MODES, Mode
+from .validation import validation_problems
 
 log = logging.getLogger("voicegw.settings")
 
@@ -207,7 +208,7 @@ class Settings(BaseSettings):
             return frozenset({self.voice_force_mode})
         modes: set[Mode] = {self.voice_default_mode}
         if self.voice_allow_mode_override:
-            modes |= {"livekit", "openai"}
+            modes |= set(MODES)
         if self.allowlist or self.voice_livekit_rollout_percent > 0:
             modes.add("livekit")
         if "livekit" in modes:
@@ -236,11 +237,13 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
 
 def _describe(exc: ValidationError) -> str:
-    problems: list[str] = []
-    for error in exc.errors(include_input=False, include_url=False):
-        field = str(error["loc"][0]) if error["loc"] else ""
-        message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"{field.upper()}: {message}" if field else message)
+    """Every bad variable by its environment name (a field is a variable, lower-cased)."""
+    problems = [
+        f"{where.split('.')[0].upper()}: {what.removeprefix('Value error, ')}"
+        if where
+        else what.removeprefix("Value error, ")
+        for where, what in validation_problems(exc)
+    ]
     return "invalid configuration: " + "; ".join(problems)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .validation import validation_problems
+
 
 class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -77,8 +79,8 @@ class ToolSpec:
             return self.args.model_validate(data).model_dump()
         except ValidationError as exc:
             problems = ", ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'} {e['msg'].lower()}"
-                for e in exc.errors(include_input=False, include_url=False)
+                f"{where} {what.lower()}"
+                for where, what in validation_problems(exc, whole="arguments")
             )
             raise ToolArgumentError(
                 f"the arguments for {self.name} were invalid: {problems}"

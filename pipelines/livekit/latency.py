@@ -38,6 +38,7 @@ from livekit.agents.voice.events import (
 
 from pipelines.contracts import MetricsTurn, ToolResult
 from pipelines.contracts.messages import ToolStatus
+from pipelines.contracts.metrics import to_ms
 
 log = logging.getLogger("voicegw.livekit.latency")
 
@@ -89,7 +90,7 @@ def estimated_voice_to_voice(turn: TurnRecord) -> float | None:
     this under-reports by tens of ms) to the agent starting to speak."""
     if turn.speech_end_at is None or turn.speaking_at is None:
         return None
-    return _ms(turn.speaking_at - turn.speech_end_at)
+    return to_ms(turn.speaking_at - turn.speech_end_at)
 
 
 class TurnTracker:
@@ -191,7 +192,7 @@ class TurnTracker:
         elif isinstance(m, TTSMetrics) and m.speech_id and not m.cancelled:
             self._tts.setdefault(m.speech_id, m)
             if self._current is not None and self._current.tts_ttfb_ms is None:
-                self._current.tts_ttfb_ms = _ms(m.ttfb)  # a filler's synthesis counts
+                self._current.tts_ttfb_ms = to_ms(m.ttfb)  # a filler's synthesis counts
         elif isinstance(m, EOUMetrics) and m.speech_id:
             self._open(m)
 
@@ -202,8 +203,8 @@ class TurnTracker:
             index=len(self.turns),
             speech_id=m.speech_id or "",
             user_text=self._pending_user_text,
-            eou_ms=_ms(m.end_of_utterance_delay),
-            stt_ms=_ms(m.transcription_delay),
+            eou_ms=to_ms(m.end_of_utterance_delay),
+            stt_ms=to_ms(m.transcription_delay),
             vad_end_at=self._vad_end_at,
             speech_end_at=self._speech_end_at,
             committed_at=time.perf_counter(),
@@ -224,9 +225,9 @@ class TurnTracker:
         if turn is None:
             return
         if turn.llm_ttft_ms is None and (llm := self._llm.get(turn.speech_id)) is not None:
-            turn.llm_ttft_ms = _ms(llm.ttft) if llm.ttft >= 0 else None
+            turn.llm_ttft_ms = to_ms(llm.ttft) if llm.ttft >= 0 else None
         if (tts := self._tts.get(turn.speech_id)) is not None and turn.tts_ttfb_ms is None:
-            turn.tts_ttfb_ms = _ms(tts.ttfb)
+            turn.tts_ttfb_ms = to_ms(tts.ttfb)
 
     async def _close_after(self, turn: TurnRecord, handle: SpeechHandle) -> None:
         await handle.wait_for_playout()
@@ -249,7 +250,3 @@ class TurnTracker:
             },
         )
         self._on_turn(turn)
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)

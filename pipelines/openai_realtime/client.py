@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json
 
 from pipelines.contracts import VoiceError
+from pipelines.contracts.validation import validation_problems
 
 # Fields only the server sets: the prompt, the tools, and what could replace or steer them.
 LOCKED_SESSION_FIELDS = ("instructions", "tools", "tool_choice", "prompt", "model")
@@ -171,9 +172,7 @@ def check_client_frame(text: str) -> Verdict:
     try:
         model.model_validate(data)
     except ValidationError as exc:
-        fields = sorted(
-            {".".join(str(p) for p in e["loc"]) or "event" for e in exc.errors(include_url=False)}
-        )
+        fields = sorted({where for where, _ in validation_problems(exc, whole="event")})
         return _refuse(
             "invalid_event",
             f"{event_type} is not a valid GA event; check: {', '.join(fields[:5])}",

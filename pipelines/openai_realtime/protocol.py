@@ -38,8 +38,10 @@ from pipelines.contracts import (
     TranscriptAssistant,
     TranscriptUser,
     VoiceError,
+    fatal_error,
 )
 from pipelines.contracts.messages import AgentStateName
+from pipelines.contracts.metrics import to_ms
 
 from .actions import FORWARD, Action, Close, StartTool, ToClient, ToUpstream
 from .client import Passed, append_audio_chars, check_client_frame
@@ -79,7 +81,7 @@ class RateLimiter:
 
 
 @dataclass
-class _Turn:
+class _TurnTimes:
     """Timestamps of one user turn, as the relay sees them (monotonic seconds)."""
 
     stopped_at: float | None = None
@@ -127,7 +129,7 @@ class RelayProtocol:
         self._response_first_output_at: float | None = None
         self._response_has_audio = False
         self._audio_in_chars = 0
-        self._turn = _Turn()
+        self._turn = _TurnTimes()
         self._started_calls: set[str] = set()
         self._pending: dict[str, str] = {}  # call_id -> tool name
         self._needs_response = False
@@ -158,7 +160,7 @@ class RelayProtocol:
                 Close(
                     1008,
                     "rate limit",
-                    _fatal("rate_limited", f"more than {rate} messages per second"),
+                    fatal_error("rate_limited", f"more than {rate} messages per second"),
                 ),
             )
         audio_chars = append_audio_chars(text)
@@ -171,7 +173,7 @@ class RelayProtocol:
         if verdict.audio_chars:
             self._audio_in_chars += verdict.audio_chars
         elif verdict.event_type == "input_audio_buffer.commit":
-            self._turn = _Turn(stopped_at=now)
+            self._turn = _TurnTimes(stopped_at=now)
         elif verdict.event_type == "input_audio_buffer.clear":
             self._audio_in_chars = 0
         if verdict.warning is not None:
@@ -190,7 +192,7 @@ class RelayProtocol:
         return Close(
             1009,
             "frame too large",
-            _fatal("frame_too_large", f"a frame may be at most {limit} bytes"),
+            fatal_error("frame_too_large", f"a frame may be at most {limit} bytes"),
         )
 
     # -- upstream -> client ------------------------------------------------------------------
@@ -241,7 +243,7 @@ class RelayProtocol:
 
     def _on_speech_started(self, _: None, now: float) -> Sequence[Action]:
         self._user_speaking = True
-        self._turn = _Turn()
+        self._turn = _TurnTimes()
         out: list[Action] = []
         self._set_state("listening", out)
         return out
@@ -250,7 +252,7 @@ class RelayProtocol:
         self._user_speaking = False
         heard_ms = self._audio_in_chars * 3 / 4 / BYTES_PER_MS
         lag = heard_ms - event.audio_end_ms
-        self._turn = _Turn(stopped_at=now, eou_ms=round(lag, 1) if lag >= 0 else None)
+        self._turn = _TurnTimes(stopped_at=now, eou_ms=round(lag, 1) if lag >= 0 else None)
         out: list[Action] = []
         self._set_state("thinking", out)
         return out
@@ -294,7 +296,7 @@ class RelayProtocol:
         if turn.first_audio_at is None:
             turn.first_audio_at = now
             if self._response_created_at is not None:
-                turn.llm_ttft_ms = _ms(self._response_first_output_at - self._response_created_at)
+                turn.llm_ttft_ms = to_ms(self._response_first_output_at - self._response_created_at)
         out: list[Action] = []
         self._set_state("speaking", out)
         return out
@@ -360,13 +362,13 @@ class RelayProtocol:
         out += self._maybe_respond()
         return out
 
-    def _metrics(self, turn: _Turn) -> MetricsTurn:
+    def _metrics(self, turn: _TurnTimes) -> MetricsTurn:
         stt_ms = v2v_ms = None
         if turn.stopped_at is not None:
             if turn.transcribed_at is not None:
-                stt_ms = _ms(turn.transcribed_at - turn.stopped_at)
+                stt_ms = to_ms(turn.transcribed_at - turn.stopped_at)
             if turn.first_audio_at is not None:
-                v2v_ms = _ms(turn.first_audio_at - turn.stopped_at) + (turn.eou_ms or 0.0)
+                v2v_ms = to_ms(turn.first_audio_at - turn.stopped_at) + (turn.eou_ms or 0.0)
         return MetricsTurn(
             eou_ms=turn.eou_ms,
             stt_ms=stt_ms,
@@ -423,16 +425,8 @@ def _function_output(call_id: str, output: str) -> str:
     return json.dumps({"type": "conversation.item.create", "item": item}, separators=(",", ":"))
 
 
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)
-
-
 def _error(code: str, message: str) -> VoiceError:
     return VoiceError(code=code, message=message, fatal=False)
-
-
-def _fatal(code: str, message: str) -> VoiceError:
-    return VoiceError(code=code, message=message, fatal=True)
 
 
 # upstream event type -> (SDK model to parse it with, or None: the type is enough; handler)

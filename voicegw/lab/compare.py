@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from pipelines.contracts import MODES, Mode, Settings
+from pipelines.contracts.metrics import to_ms
 from pipelines.livekit.pipeline import PipelineOptions, load_vad
 from pipelines.livekit.state import RecordingPublisher
 from simulators.profiles import SimulatedProviders
@@ -180,7 +181,7 @@ async def compare(
 def _lag_ms(detected_at: float | None, speech_end_at: float, silence_s: float) -> float | None:
     if detected_at is None:
         return None
-    return round((detected_at - speech_end_at - silence_s) * 1000, 1)
+    return to_ms(detected_at - speech_end_at - silence_s)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -21,6 +21,7 @@ from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from pipelines.contracts import N8nExecutor, Settings
+from pipelines.contracts.metrics import to_ms
 from pipelines.livekit.latency import TurnRecord, TurnTracker
 from pipelines.livekit.pipeline import (
     PipelineOptions,
@@ -90,7 +91,7 @@ async def talk(
         if not spoken:
             return None
         heard = [s for s in sink.sounds if s >= spoken[-1]]
-        return round((heard[0] - spoken[-1]) * 1000, 1) if heard else None
+        return to_ms(heard[0] - spoken[-1]) if heard else None
 
     executor = N8nExecutor(options.n8n_webhook_base_url, timeout_s=options.n8n_timeout_s)
     session = build_session(options, vad=vad, http_session=http_session, conn_options=conn_options)

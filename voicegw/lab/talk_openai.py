@@ -21,6 +21,8 @@ import httpx
 import numpy as np
 import openai
 
+from pipelines.contracts.metrics import to_ms
+
 from .audio import Samples, Speaker, Utterance, find_utterances, resample
 from .turns import STAGES, TalkResult, TalkRun, ToolCall, Turn
 
@@ -85,7 +87,7 @@ async def talk_openai(
     for number, turn in enumerate(turns[: len(utterances)]):
         end = origin + utterances[number].end_s
         heard = [s for s in speaker.sounds if s >= end]
-        turn.voice_to_voice_ms = round((heard[0] - end) * 1000, 1) if heard else None
+        turn.voice_to_voice_ms = to_ms(heard[0] - end) if heard else None
     duration = max(len(pcm) / RATE, time.perf_counter() - origin)
     return TalkRun(
         result=TalkResult(mode="openai", turns=turns),
