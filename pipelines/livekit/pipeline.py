@@ -1,4 +1,5 @@
-"""One construction path for the pipeline: options from Settings, then the AgentSession.
+"""One construction path for the pipeline: options from Settings, then the AgentSession, then
+the session wired to the contract (`wire`: state messages, turn records, the shared tools).
 
 The worker, the tests, the benchmark and `voicegw talk` all build their session here, so what
 is measured is what runs in production.
@@ -7,24 +8,26 @@ is measured is what runs in production.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from livekit import rtc
-from livekit.agents import Agent, AgentSession, ModelSettings, stt, tts
+from livekit.agents import Agent, AgentSession, ModelSettings, TurnHandlingOptions, stt, tts
 from livekit.agents.llm import Tool
 from livekit.agents.types import NOT_GIVEN
 from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
-from livekit.agents.voice.turn import TurnHandlingOptions
 from livekit.plugins import deepgram, groq, silero
 from pydantic import ValidationError
 
-from pipelines.contracts import SYSTEM_PROMPT, DispatchMetadata, Settings
+from pipelines.contracts import SYSTEM_PROMPT, DispatchMetadata, N8nExecutor, Settings
 
 from . import chatterbox
+from .latency import TurnRecord, TurnTracker, VoiceToVoice, estimated_voice_to_voice
+from .state import StateBridge, StatePublisher
+from .tools import ToolListeners, build_tools
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,58 @@ def build_agent(options: PipelineOptions, tools: Sequence[Tool]) -> Agent:
         tools=tools,
         speculate_on_interims=options.speculate_on_interims,
     )
+
+
+@dataclass
+class Wired:
+    """A session wired to the contract, not started yet: start it with `agent`."""
+
+    session: AgentSession[None]
+    agent: Agent
+    bridge: StateBridge
+    tracker: TurnTracker
+    executor: N8nExecutor
+
+    async def aclose(self) -> None:
+        """Close the session, then its helpers (the state messages queued go out first)."""
+        await close_session(self.session)
+        await self.tracker.aclose()
+        await self.bridge.aclose()
+        await self.executor.aclose()
+
+
+def wire(
+    session: AgentSession[None],
+    options: PipelineOptions,
+    *,
+    publisher: StatePublisher,
+    session_id: str,
+    on_turn: Callable[[TurnRecord], None] | None = None,
+    voice_to_voice: VoiceToVoice = estimated_voice_to_voice,
+) -> Wired:
+    """`session` (from `build_session`) wired for `session_id`: its state messages go to
+    `publisher`, each complete turn goes out as `metrics.turn` and then to `on_turn`, and the
+    shared tools run through the n8n executor. Call it once `publisher` can deliver and before
+    `session.start()`, so the page sees `initializing`."""
+    bridge = StateBridge(publisher, session_id=session_id)
+
+    def turn_done(turn: TurnRecord) -> None:
+        bridge.send(turn.metrics())
+        if on_turn is not None:
+            on_turn(turn)
+
+    tracker = TurnTracker(session_id=session_id, on_turn=turn_done, voice_to_voice=voice_to_voice)
+    executor = N8nExecutor(options.n8n_webhook_base_url, timeout_s=options.n8n_timeout_s)
+    tools = build_tools(
+        executor,
+        session_id=session_id,
+        listener=ToolListeners(bridge, tracker),
+        filler_s=options.tool_filler_s,
+        filler_text=options.tool_filler_text,
+    )
+    bridge.attach(session)
+    tracker.attach(session)
+    return Wired(session, build_agent(options, tools), bridge, tracker, executor)
 
 
 async def close_session(session: AgentSession[Any]) -> None:

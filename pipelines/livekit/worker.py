@@ -13,20 +13,12 @@ from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess, llm, stt, tts
 
-from pipelines.contracts import N8nExecutor, Settings, load_settings
+from pipelines.contracts import Settings, load_settings
 from pipelines.contracts.metrics import observe_turn
 
-from .latency import TurnRecord, TurnTracker
-from .pipeline import (
-    PipelineOptions,
-    build_agent,
-    build_session,
-    close_session,
-    load_vad,
-    session_id_for,
-)
-from .state import DataChannelPublisher, StateBridge
-from .tools import ToolListeners, build_tools
+from .latency import TurnRecord
+from .pipeline import PipelineOptions, build_session, load_vad, session_id_for, wire
+from .state import DataChannelPublisher
 
 log = logging.getLogger("voicegw.livekit.worker")
 
@@ -51,36 +43,23 @@ async def entrypoint(ctx: JobContext) -> None:
             component.prewarm()
     await ctx.connect()
 
-    bridge = StateBridge(
-        DataChannelPublisher(ctx.room, session_id=session_id), session_id=session_id
-    )
-
     def on_turn(turn: TurnRecord) -> None:
-        metrics = turn.metrics()
-        observe_turn("livekit", metrics.model_dump(exclude={"type"}))
-        bridge.send(metrics)
+        observe_turn("livekit", turn.metrics().model_dump(exclude={"type"}))
 
-    tracker = TurnTracker(session_id=session_id, on_turn=on_turn)
-    executor = N8nExecutor(options.n8n_webhook_base_url, timeout_s=options.n8n_timeout_s)
-    tools = build_tools(
-        executor,
+    wired = wire(
+        session,
+        options,
+        publisher=DataChannelPublisher(ctx.room, session_id=session_id),
         session_id=session_id,
-        listener=ToolListeners(bridge, tracker),
-        filler_s=options.tool_filler_s,
-        filler_text=options.tool_filler_text,
+        on_turn=on_turn,
     )
 
     async def cleanup(*_: Any) -> None:
-        await close_session(session)
-        await tracker.aclose()
-        await bridge.aclose()
-        await executor.aclose()
+        await wired.aclose()
         log.info("job finished", extra={"session_id": session_id})
 
     ctx.add_shutdown_callback(cleanup)
-    bridge.attach(session)
-    tracker.attach(session)
-    await session.start(build_agent(options, tools), room=ctx.room)
+    await session.start(wired.agent, room=ctx.room)
 
 
 def create_server(settings: Settings) -> AgentServer:

@@ -20,18 +20,11 @@ from livekit.agents import AgentSession
 from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
-from pipelines.contracts import N8nExecutor, Settings
+from pipelines.contracts import Settings
 from pipelines.contracts.metrics import to_ms
-from pipelines.livekit.latency import TurnRecord, TurnTracker
-from pipelines.livekit.pipeline import (
-    PipelineOptions,
-    build_agent,
-    build_session,
-    close_session,
-    load_vad,
-)
-from pipelines.livekit.state import RecordingPublisher, StateBridge, StatePublisher
-from pipelines.livekit.tools import ToolListeners, build_tools
+from pipelines.livekit.latency import TurnRecord
+from pipelines.livekit.pipeline import PipelineOptions, build_session, load_vad, wire
+from pipelines.livekit.state import RecordingPublisher, StatePublisher
 
 from .audio import Samples, Utterance, find_utterances
 from .audio_io import FileAudioInput, FileAudioOutput
@@ -93,29 +86,17 @@ async def talk(
         heard = [s for s in sink.sounds if s >= spoken[-1]]
         return to_ms(heard[0] - spoken[-1]) if heard else None
 
-    executor = N8nExecutor(options.n8n_webhook_base_url, timeout_s=options.n8n_timeout_s)
     session = build_session(options, vad=vad, http_session=http_session, conn_options=conn_options)
-    bridge = StateBridge(publisher, session_id=session_id)
-    tracker = TurnTracker(
-        session_id=session_id,
-        on_turn=lambda turn: bridge.send(turn.metrics()),
-        voice_to_voice=voice_to_voice,
-    )
-    tools = build_tools(
-        executor,
-        session_id=session_id,
-        listener=ToolListeners(bridge, tracker),
-        filler_s=options.tool_filler_s,
-        filler_text=options.tool_filler_text,
-    )
     session.input.audio = source
     session.output.audio = sink
-    bridge.attach(session)
-    tracker.attach(session)
+    wired = wire(
+        session, options, publisher=publisher, session_id=session_id, voice_to_voice=voice_to_voice
+    )
     if observe is not None:
         observe(session)  # benchmarks add their own listeners
+    tracker = wired.tracker
     try:
-        await session.start(build_agent(options, tools))
+        await session.start(wired.agent)
         await asyncio.wait_for(source.finished.wait(), len(samples) / sample_rate + 10)
         deadline = time.perf_counter() + settle_timeout_s
         while time.perf_counter() < deadline:
@@ -132,11 +113,8 @@ async def talk(
             log.warning("conversation did not settle", extra={"session_id": session_id})
     finally:
         source.close()
-        await close_session(session)
-        await tracker.aclose()
-        await bridge.aclose()
+        await wired.aclose()
         await sink.aclose()
-        await executor.aclose()
     origin = source.started_at or time.perf_counter()
     duration = max(len(samples) / sample_rate, time.perf_counter() - origin)
     return LiveKitRun(
