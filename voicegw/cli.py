@@ -22,7 +22,7 @@ from pipelines.contracts.schemas import SCHEMA_DIR, write_schemas
 from pipelines.contracts.validation import describe_validation_error
 from simulators.profiles import PROFILES
 
-from .agent import run_agent
+from .agent import AgentFailed, run_agent
 from .lab.audio import read_wav, write_wav
 from .lab.compare import compare as run_compare
 from .lab.compare import load_recordings, render_table, sample_recordings
@@ -90,7 +90,10 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
 def agent(ctx: click.Context, mode: str) -> None:
     """Run the LiveKit Agents worker (explicit dispatch under LIVEKIT_AGENT_NAME)."""
     log_level = str(ctx.find_root().params.get("log_level") or "INFO")
-    run_agent(settings_or_exit(), dev=mode == "dev", log_level=log_level)
+    try:
+        run_agent(settings_or_exit(), dev=mode == "dev", log_level=log_level)
+    except AgentFailed as exc:
+        fail(f"the agent worker stopped: {exc}", 1)
 
 
 @main.command()

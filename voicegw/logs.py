@@ -1,4 +1,7 @@
-"""JSON log lines on stderr: a fixed message plus the structured fields given in `extra`."""
+"""JSON log lines on stderr: a fixed message plus the structured fields given in `extra`.
+
+Every `voicegw` command logs this way (`configure_logging`), the gateway and the agent worker
+alike, so one parser reads both services' logs."""
 
 from __future__ import annotations
 
@@ -55,3 +58,29 @@ def cap_library_loggers() -> None:
     for name in CAPPED_LIBRARIES:
         logger = logging.getLogger(name)
         logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
+
+
+# What livekit-agents' own runner keeps at WARNING when it sets up logging: LiveKit's WebRTC
+# bindings and the HTTP and model clients log every connection and request at INFO.
+NOISY_UNDER_THE_AGENT = (
+    "livekit",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "openai",
+    "websockets.client",
+    "aiohttp.access",
+    "urllib3.connectionpool",
+)
+
+
+def quiet_agent_libraries(level: str, framework: tuple[str, ...]) -> None:
+    """The agent worker's levels: the chatty libraries at WARNING (unless already set), the
+    agents framework and its plugins (`framework`, logger names) at `level`."""
+    for name in NOISY_UNDER_THE_AGENT:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+    for name in framework:
+        logging.getLogger(name).setLevel(level)
