@@ -40,15 +40,15 @@ import numpy as np
 from livekit.agents import AgentSession
 from livekit.agents.voice.events import UserInputTranscribedEvent
 
+from pipelines.contracts import load_settings
 from pipelines.livekit.latency import estimated_voice_to_voice
 from pipelines.livekit.pipeline import PipelineOptions, VadOptions, load_vad
 from pipelines.livekit.state import RecordingPublisher
 from simulators.chatterbox import ChatterboxSimulator
 from simulators.deepgram import DeepgramSimulator
-from simulators.groq import GroqSimulator
-from simulators.server import serve
 from voicegw.lab import audio
 from voicegw.lab.talk_livekit import LiveKitRun, talk
+from voicegw.simulate import simulated_stack
 
 SENTENCES = [
     "What is on my calendar today",
@@ -61,18 +61,8 @@ PAUSED = ("Please send an email to Bob", 0.3, "about the budget for next quarter
 PAUSED_TEXT = f"{PAUSED[0]}|{PAUSED[2]}."
 
 
-@dataclass(frozen=True)
-class Profile:
-    stt_final_s: float
-    ttft_s: float
-    ttfb_s: float
-    tokens_per_s: float
-
-
-PROFILES = {
-    "zero": Profile(0.0, 0.0, 0.0, 0.0),
-    "published": Profile(0.150, 0.200, 0.200, 500.0),
-}
+# This benchmark's names for the simulators' latency profiles (simulators/profiles.py).
+PROFILES = {"zero": "instant", "published": "published"}
 
 
 def configs(base: PipelineOptions) -> dict[str, PipelineOptions]:
@@ -132,15 +122,12 @@ def build_conversation(count: int) -> tuple[audio.Conversation, list[str]]:
 
 async def run_once(
     name: str,
-    options: PipelineOptions,
     profile_name: str,
     conversation: audio.Conversation,
     transcripts: list[str],
 ) -> Row:
-    profile = PROFILES[profile_name]
-    deepgram = DeepgramSimulator(transcripts=list(transcripts), final_delay_s=profile.stt_final_s)
-    groq = GroqSimulator(ttft_s=profile.ttft_s, tokens_per_s=profile.tokens_per_s)
-    chatterbox = ChatterboxSimulator(ttfb_s=profile.ttfb_s, ms_per_char=12)
+    deepgram = DeepgramSimulator(transcripts=list(transcripts))
+    chatterbox = ChatterboxSimulator(ms_per_char=12)
     finals: list[float] = []
 
     def observe(session: AgentSession[Any]) -> None:
@@ -151,21 +138,17 @@ async def run_once(
         session.on("user_input_transcribed", on_transcript)
 
     async with (
-        serve(deepgram.app) as dg,
-        serve(groq.app) as gq,
-        serve(chatterbox.app) as cb,
+        simulated_stack(
+            load_settings({}),
+            PROFILES[profile_name],
+            speak_replies=False,
+            deepgram=deepgram,
+            chatterbox=chatterbox,
+        ) as stack,
         aiohttp.ClientSession() as http,
     ):
-        options = dataclasses.replace(
-            options,
-            deepgram_api_key=deepgram.api_key,
-            deepgram_base_url=f"{dg.url}/v1/listen",
-            groq_api_key=groq.api_key,
-            groq_base_url=f"{gq.url}/openai/v1",
-            chatterbox_api_key=chatterbox.api_key,
-            chatterbox_base_url=f"{cb.url}/v1",
-            n8n_webhook_base_url=None,
-        )
+        # The configuration under test, pointed at the simulated providers.
+        options = configs(PipelineOptions.from_settings(stack.settings))[name]
         result = await talk(
             options,
             conversation.samples,
@@ -177,6 +160,7 @@ async def run_once(
             utterances=conversation.utterances,
             observe=observe,
         )
+    groq = stack.providers.groq
     rejected = deepgram.rejected + groq.rejected + chatterbox.rejected
     if rejected:
         raise RuntimeError(f"a simulator rejected a request: {rejected[:3]}")
@@ -263,17 +247,14 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
         audio.conversation([PAUSED] * 8, gap_s=2.2, tail_s=2.5),
         [PAUSED_TEXT] * 8,
     )
-    available = configs(PipelineOptions())
     rows: list[Row] = []
     for name in args.configs:
         for profile in args.profiles:
             started = time.perf_counter()
             if name == "silence-0.2" or args.paused_only:  # cut-offs only
-                row = await run_once(
-                    name, available[name], profile, paused_only, paused_transcripts
-                )
+                row = await run_once(name, profile, paused_only, paused_transcripts)
             else:
-                row = await run_once(name, available[name], profile, conversation, transcripts)
+                row = await run_once(name, profile, conversation, transcripts)
             rows.append(row)
             print(
                 f"{name}/{profile}: {row.turns} turns, {row.cut_offs} cut-offs "
@@ -290,6 +271,7 @@ def main() -> None:
         "--configs",
         nargs="+",
         default=["chosen", "livekit-default", "speculative", "no-preemption", "silence-0.2"],
+        choices=sorted(configs(PipelineOptions())),
     )
     parser.add_argument(
         "--profiles", nargs="+", default=["zero", "published"], choices=sorted(PROFILES)

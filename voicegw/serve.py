@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 from starlette.routing import BaseRoute
 
-from gateway.app import create_app
+from gateway.app import Gateway, create_app
 from gateway.breaker import Breaker
 from pipelines.contracts import Settings
 from relay.client_leg import DirectWebSocketProtocol
@@ -82,13 +83,25 @@ async def serve_gateway(
         await uvicorn.Server(config).serve()
 
 
+@dataclass(frozen=True)
+class ServedGateway:
+    """A gateway served in this process: its server and its per-process state."""
+
+    server: RunningServer
+    gateway: Gateway
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
 @contextlib.asynccontextmanager
 async def running_gateway(
     settings: Settings, *, breaker: Breaker | None = None, **server_options: Any
-) -> AsyncIterator[RunningServer]:
+) -> AsyncIterator[ServedGateway]:
     """The gateway on a free port of 127.0.0.1 in this event loop until the block ends, served
     as `voicegw serve` serves it (`server_options` amend `SERVER_OPTIONS`). `breaker` replaces
     the one built from settings (tests give it a fake clock)."""
     app = create_app(settings, breaker=breaker)
     async with serve(app, **{**SERVER_OPTIONS, **server_options}) as server:
-        yield server
+        yield ServedGateway(server, app.state.gateway)

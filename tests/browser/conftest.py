@@ -34,6 +34,7 @@ from pipelines.contracts import Settings, load_settings
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.server import RunningServer, serve
 from voicegw.serve import SERVER_OPTIONS
+from voicegw.simulate import simulated_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -332,15 +333,16 @@ def stack(background_loop: BackgroundLoop) -> Iterator[Stack]:
     loop = background_loop
     exits = contextlib.AsyncExitStack()
     realtime = RealtimeSimulator(api_key="sk-test-" + secrets.token_urlsafe(24))
-    simulator = loop.run(exits.enter_async_context(serve(realtime.app)))
+    simulated = loop.run(
+        exits.enter_async_context(
+            simulated_stack(load_settings({}), "instant", realtime=realtime)
+        )
+    )
     built: dict[str, Any] = {}
 
     def build(server: RunningServer) -> Starlette:
-        environment = production_environment(
-            server.url,
-            OPENAI_API_KEY=realtime.api_key,
-            OPENAI_REALTIME_URL=f"{simulator.ws_url}/v1/realtime",
-        )
+        # Production settings (launch tokens required), pointed at the simulated providers.
+        environment = production_environment(server.url, **simulated.providers.env)
         built["environment"] = environment
         built["settings"] = settings = load_settings(environment)
         built["app"] = app = create_app(settings)

@@ -1,5 +1,5 @@
-"""Fixtures for the relay: the OpenAI Realtime simulator, the gateway with the relay mounted,
-and official-SDK clients connected through it."""
+"""Fixtures for the relay: the simulated stack with the gateway (and its relay) served on it,
+every test on both client legs, and official-SDK clients connected through it."""
 
 from __future__ import annotations
 
@@ -14,35 +14,19 @@ import openai
 import pytest
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
-from gateway.app import create_app
 from pipelines.contracts import Settings, load_settings
-from simulators.n8n import N8nSimulator
-from simulators.openai_realtime import CHUNK_MS, RealtimeSimulator, silence, tone
-from simulators.server import RunningServer, serve
-from voicegw.serve import SERVER_OPTIONS
+from simulators.openai_realtime import CHUNK_MS, DEFAULT_API_KEY, silence, tone
+from simulators.server import RunningServer
+from voicegw.serve import running_gateway
+from voicegw.simulate import SimulatedStack
 
-API_KEY = "sk-simulated-openai-key"
+API_KEY = DEFAULT_API_KEY
 SILENCE_MS = 200
 
 
 @pytest.fixture
-def realtime() -> RealtimeSimulator:
-    return RealtimeSimulator(api_key=API_KEY)
-
-
-@pytest.fixture
-async def realtime_server(realtime: RealtimeSimulator) -> AsyncIterator[RunningServer]:
-    async with serve(realtime.app) as server:
-        yield server
-
-
-@pytest.fixture
-def relay_env(realtime_server: RunningServer, n8n_server: RunningServer) -> dict[str, str]:
-    """Environment for a gateway whose relay talks to the simulators. Tests may amend it."""
+def stack_env() -> dict[str, str]:
     return {
-        "OPENAI_API_KEY": API_KEY,
-        "OPENAI_REALTIME_URL": f"{realtime_server.ws_url}/v1/realtime",
-        "N8N_WEBHOOK_BASE_URL": n8n_server.url,
         "OPENAI_VAD_SILENCE_MS": str(SILENCE_MS),
         "RELAY_MAX_FRAME_BYTES": str(64 * 1024),
         "VOICE_DEFAULT_MODE": "openai",
@@ -50,19 +34,22 @@ def relay_env(realtime_server: RunningServer, n8n_server: RunningServer) -> dict
 
 
 @pytest.fixture
-def settings(relay_env: dict[str, str]) -> Settings:
-    return load_settings(relay_env)
+def relay_env(stack: SimulatedStack, stack_env: dict[str, str]) -> dict[str, str]:
+    """The stack's environment (pointed at its simulators), for a test that serves a gateway of
+    its own with something changed (`relay_with`)."""
+    return {**stack_env, **stack.providers.env}
+
+
+@pytest.fixture
+def settings(stack: SimulatedStack) -> Settings:
+    return stack.settings
 
 
 @pytest.fixture(params=["direct", "asgi"])
-async def gateway(
-    settings: Settings, request: pytest.FixtureRequest
-) -> AsyncIterator[RunningServer]:
-    """The gateway as `voicegw serve` runs it (the relay's direct client leg), and on plain
-    uvicorn (the portable ASGI leg): every relay test runs on both."""
-    options = SERVER_OPTIONS if request.param == "direct" else {}
-    async with serve(create_app(settings), **options) as server:
-        yield server
+def server_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The gateway as `voicegw serve` runs it (the relay's direct client leg), and on uvicorn's
+    own WebSocket protocol (the portable ASGI leg): every relay test runs on both."""
+    return {} if request.param == "direct" else {"ws": "auto"}
 
 
 @dataclass
@@ -106,6 +93,13 @@ def relay(gateway: RunningServer) -> Relay:
     return Relay(gateway)
 
 
+@contextlib.asynccontextmanager
+async def relay_with(env: dict[str, str], **overrides: str) -> AsyncIterator[Relay]:
+    """A gateway of its own on `env` amended by `overrides`, served as `voicegw serve` does."""
+    async with running_gateway(load_settings({**env, **overrides})) as served:
+        yield Relay(served.server)
+
+
 def b64(pcm: bytes) -> str:
     return base64.b64encode(pcm).decode()
 
@@ -132,6 +126,3 @@ async def collect_until(
         frames.append(frame)
         if done(frame):
             return frames
-
-
-__all__ = ["N8nSimulator", "Relay", "b64", "collect_until", "speak"]

@@ -20,11 +20,9 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import CONNECTING, OPEN
 from websockets.uri import parse_uri
 
-from gateway.app import create_app
 from pipelines.contracts import load_settings
 from simulators.openai_realtime import RealtimeSimulator, silence
-from simulators.server import serve
-from voicegw.serve import SERVER_OPTIONS
+from voicegw.serve import running_gateway
 
 from .conftest import Relay, b64
 
@@ -34,8 +32,8 @@ TIMEOUT_S = 5.0
 @contextlib.asynccontextmanager
 async def direct_gateway(env: dict[str, str], **options: Any) -> AsyncIterator[Relay]:
     """The gateway on `voicegw serve`'s server options (the direct leg), plus `options`."""
-    async with serve(create_app(load_settings(env)), **{**SERVER_OPTIONS, **options}) as server:
-        yield Relay(server)
+    async with running_gateway(load_settings(env), **options) as served:
+        yield Relay(served.server)
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Tests of the image and its deployment files (Dockerfile, deploy/, railway.json)."""

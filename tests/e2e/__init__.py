@@ -1,0 +1,1 @@
+"""What crosses every package: whole runs of the gateway, relay, executor and simulators."""

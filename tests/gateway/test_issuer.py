@@ -1,0 +1,38 @@
+"""The issuer without a server: the sticky fallback set, and the domain errors it raises (the
+HTTP layer's mapping of them is tested in test_app.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import InvalidRequest, NotConfigured
+from gateway.issuer import SessionIssuer, StickySet, check_session_id, parse_mode
+from pipelines.contracts import load_settings
+
+
+def test_sticky_set_forgets_after_its_ttl_and_beyond_its_size() -> None:
+    now = [0.0]
+    sticky = StickySet(ttl_s=10, max_size=2, clock=lambda: now[0])
+    sticky.add("a")
+    sticky.add("b")
+    sticky.add("c")  # "a" is the oldest: dropped
+    assert ("a" in sticky, "b" in sticky, "c" in sticky) == (False, True, True)
+    now[0] = 10.0
+    assert "b" not in sticky and "c" not in sticky
+
+
+def test_the_issuer_raises_domain_errors_naming_the_problem() -> None:
+    issuer = SessionIssuer(load_settings({"GATEWAY_SECRET": "issuer-test-secret-" * 2}))
+    with pytest.raises(NotConfigured) as unconfigured:  # dev without OPENAI_API_KEY
+        issuer.issue(session_id="s1", user=None, mode="openai", reason="default", launch=None)
+    assert unconfigured.value.code == "mode_unavailable"
+    assert "OPENAI_API_KEY" in unconfigured.value.message
+    with pytest.raises(InvalidRequest) as mode:
+        parse_mode("voice")
+    assert (mode.value.code, mode.value.message) == (
+        "invalid_mode",
+        "mode must be one of: livekit, openai",
+    )
+    with pytest.raises(InvalidRequest) as session_id:
+        check_session_id("not a session id")
+    assert session_id.value.code == "invalid_session_id"

@@ -1,1 +1,0 @@
-"""Tests of the latency lab: profiles, simulate mode, compare."""

@@ -1,0 +1,1 @@
+"""Tests of pipelines/livekit/: the LiveKit Agents pipeline and its Chatterbox plugin."""

@@ -1,0 +1,1 @@
+"""Tests of the latency lab: `voicegw talk` and `voicegw compare`."""

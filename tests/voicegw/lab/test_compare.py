@@ -1,0 +1,61 @@
+"""`voicegw compare`: both modes on the same utterance, measured the same way, and the summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from voicegw.lab import audio
+from voicegw.lab.compare import Recording, run_compare, summarize
+from voicegw.simulate import SimulatedStack
+
+STAGES = ("eou_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms")
+
+
+@pytest.fixture
+def profile() -> str:
+    return "fast"
+
+
+async def test_compare_runs_both_modes_on_the_same_utterance(
+    question: audio.Conversation, stack: SimulatedStack
+) -> None:
+    recording = Recording("q", question.samples, question.sample_rate, question.utterances)
+    sims = stack.providers
+    result = await run_compare(stack.settings, [recording], turns=1, sims=sims)
+    for mode in ("livekit", "openai"):
+        [turn] = result["modes"][mode]["turns"]
+        assert set(STAGES) <= set(turn)
+        assert {"user_text", "assistant_text", "tool_calls", "vad_lag_ms"} <= set(turn)
+        assert turn["voice_to_voice_ms"] is not None
+        assert result["summary"][mode]["stages"]["voice_to_voice_ms"]["n"] == 1
+    assert result["modes"]["livekit"]["turns"][0]["tts_ttfb_ms"] is not None
+    assert result["modes"]["openai"]["turns"][0]["tts_ttfb_ms"] is None  # one model speaks
+    assert len(sims.deepgram.connections) >= 1 and sims.realtime.connections == 1
+
+
+def test_summary_percentiles_costs_and_criteria() -> None:
+    def turn(v2v: float, stt: float | None) -> dict[str, Any]:
+        return {
+            "voice_to_voice_ms": v2v,
+            "stt_ms": stt,
+            "vad_lag_ms": 10.0,
+            "llm_ttft_ms": 100.0,
+            "tts_ttfb_ms": None,
+            "eou_ms": 300.0,
+        }
+
+    modes: Any = {
+        "livekit": {"turns": [turn(v, 100.0) for v in (500, 550, 580, 590, 900)]},
+        "openai": {"turns": [turn(v, None) for v in (700, 720, 800)]},
+    }
+    summary = summarize(modes)
+    livekit = summary["livekit"]
+    assert livekit["stages"]["voice_to_voice_ms"] == {"p50": 580.0, "p95": 900.0, "n": 5}
+    verdicts = {c["criterion"]: c["pass"] for c in livekit["criteria"]}
+    assert verdicts == {"total": True, "VAD": True, "STT": True, "LLM TTFT": True, "TTS": None}
+    openai = {c["criterion"]: c["pass"] for c in summary["openai"]["criteria"]}
+    assert openai["total"] is False and openai["STT"] is None
+    assert livekit["cost_per_minute_usd"] == 0.0115
+    assert summary["openai"]["cost_per_minute_usd"] == 0.036

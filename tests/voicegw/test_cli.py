@@ -1,0 +1,216 @@
+"""`voicegw` as a process: `serve` exits 2 on a bad configuration, serves a good one (on its
+simulators when no provider key is set), and schemathesis finds no server error in its OpenAPI
+surface; `launch` runs the launcher in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from simulators.recall import RecallSimulator
+from simulators.server import RunningServer
+from tests.stack import SECRETS, gateway_env
+
+REPO = Path(__file__).resolve().parents[2]
+VOICEGW = [sys.executable, "-m", "voicegw"]
+ENV = {
+    "GATEWAY_SECRET": "cli-test-secret-" * 3,
+    "GATEWAY_API_KEY": "cli-test-api-key",
+    "OPENAI_API_KEY": "sk-cli-test",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            (
+                "VOICE",
+                "GATEWAY_",
+                "LIVEKIT_",
+                "OPENAI_",
+                "N8N_",
+                "DEEPGRAM_",
+                "GROQ_",
+                "CHATTERBOX_",
+            )
+        )
+    }
+    return {**base, **extra}
+
+
+@contextlib.contextmanager
+def running_gateway(env: dict[str, str], stderr: list[str] | None = None) -> Iterator[str]:
+    """`voicegw serve` until the block ends; its stderr lines go into `stderr` after it exits."""
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [*VOICEGW, "serve", "--port", str(port)],
+            env=clean_env(env),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                assert proc.poll() is None, f"voicegw serve exited with {proc.returncode}"
+                try:
+                    httpx.get(f"{url}/healthz", timeout=1).raise_for_status()
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "gateway did not come up in 30 s"
+                    time.sleep(0.05)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            log.seek(0)
+            if stderr is not None:
+                stderr += log.read().decode().splitlines()
+
+
+def test_bad_configuration_exits_2_naming_every_variable() -> None:
+    result = subprocess.run(
+        [*VOICEGW, "serve"],
+        env=clean_env(
+            {
+                "VOICE_DEFAULT_MODE": "foo",
+                "VOICE_LIVEKIT_ROLLOUT_PERCENT": "150",
+                "GATEWAY_SECRET": "short-but-secret",
+            }
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "VOICE_DEFAULT_MODE" in result.stderr
+    assert "VOICE_LIVEKIT_ROLLOUT_PERCENT" in result.stderr
+    assert "GATEWAY_SECRET" in result.stderr
+    assert "short-but-secret" not in result.stderr + result.stdout
+
+
+def test_production_without_secrets_refuses_to_start() -> None:
+    result = subprocess.run(
+        [*VOICEGW, "serve"],
+        env=clean_env({"VOICEGW_ENV": "production"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "GATEWAY_API_KEY" in result.stderr
+
+
+def test_serve_with_no_environment_runs_on_simulators_and_says_so() -> None:
+    lines: list[str] = []
+    with running_gateway({}, stderr=lines) as url:
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"{url}/readyz").status_code == 200  # every mode has a provider
+        session = httpx.get(f"{url}/v1/session", params={"mode": "openai"}).json()
+        assert session["relay"]["url"] == "/v1/realtime"
+    said = [line for line in lines if "SIMULATED PROVIDERS" in line]
+    assert len(said) == 1
+
+
+def test_a_provider_key_turns_simulation_off() -> None:
+    lines: list[str] = []
+    with running_gateway({"OPENAI_API_KEY": "sk-real-looking"}, stderr=lines) as url:
+        ready = httpx.get(f"{url}/readyz").json()
+    assert ready["modes"]["openai"]["ready"] is True
+    assert lines and not [line for line in lines if "SIMULATED PROVIDERS" in line]
+    assert "sk-real-looking" not in "\n".join(lines)
+
+
+def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
+    schemathesis = Path(sys.executable).parent / "schemathesis"
+    if not schemathesis.exists():
+        pytest.fail("schemathesis is a dev dependency; run `make test` to install it")
+    with running_gateway(ENV) as url:
+        result = subprocess.run(
+            [
+                str(schemathesis),
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,"
+                "response_schema_conformance",
+                "--max-examples",
+                "40",
+                "--seed",
+                "1",
+                "--no-color",
+                "-H",
+                f"Authorization: Bearer {ENV['GATEWAY_API_KEY']}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+TEAMS = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_abc%40thread.v2/0"
+
+
+async def test_cli_launch_runs_the_same_code_in_process(
+    recall: RecallSimulator, recall_server: RunningServer
+) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        **gateway_env(RECALL_API_BASE=recall_server.url),
+        "GATEWAY_PUBLIC_URL": "https://gw.example.com",
+    }
+    code, out, err = await _voicegw(
+        env, "launch", "--meeting-url", TEAMS, "--mode", "openai", "--user", "bo@example.com"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    [bot] = recall.bots
+    assert result["bot_id"] == bot.id
+    assert (result["mode"], result["reason"]) == ("openai", "url_flag")
+    assert result["page_url"].startswith("https://gw.example.com/?")
+    assert bot.body["output_media"]["camera"]["config"]["url"] == result["page_url"]
+    for value in SECRETS.values():
+        assert value not in out + err
+
+    code, out, err = await _voicegw(env, "launch", "--meeting-url", "not a url")
+    assert code == 1
+    assert out == ""
+    assert "meeting_url must be an absolute https URL" in err
+    assert len(recall.bots) == 1
+
+
+async def _voicegw(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "voicegw"),
+        *args,
+        env=env,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
