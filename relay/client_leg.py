@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 from starlette.types import Receive, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+# uvicorn's own (private) protocol class: uvicorn is pinned in pyproject.toml for it.
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import WebSocketException
 from websockets.frames import Frame, Opcode

@@ -16,6 +16,7 @@ import struct
 from collections.abc import Callable
 from typing import Protocol
 
+# websockets' undocumented masking function (C, else Python): websockets is pinned for it.
 try:
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover - the C extension ships in websockets' wheels
