@@ -1,1 +1,2 @@
-"""The Starlette gateway: routing, credentials, session config, health, the `voicegw` CLI."""
+"""The Starlette gateway: routing, credentials, the session issuer, the launcher, the rollback
+breaker, health, metrics and the page (the `voicegw` CLI that serves it is `voicegw/`)."""
