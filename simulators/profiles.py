@@ -17,6 +17,7 @@ import math
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 from .chatterbox import ChatterboxSimulator
 from .deepgram import DeepgramSimulator
@@ -136,16 +137,22 @@ class SimulatedProviders:
         self.realtime.response_delay_s = p.realtime_response.sample(rng)
 
 
+class GivenSimulators(TypedDict, total=False):
+    """Simulators made (and scripted) by the caller, served instead of default ones."""
+
+    realtime: RealtimeSimulator
+    deepgram: DeepgramSimulator
+    groq: GroqSimulator
+    chatterbox: ChatterboxSimulator
+    n8n: N8nSimulator
+
+
 @contextlib.asynccontextmanager
 async def simulated_providers(
     profile: LatencyProfile | str = "published",
     *,
     speak_replies: bool = True,
-    realtime: RealtimeSimulator | None = None,
-    deepgram: DeepgramSimulator | None = None,
-    groq: GroqSimulator | None = None,
-    chatterbox: ChatterboxSimulator | None = None,
-    n8n: N8nSimulator | None = None,
+    **given: Unpack[GivenSimulators],
 ) -> AsyncIterator[SimulatedProviders]:
     """Start every provider simulator on a free port of 127.0.0.1 until the block ends.
     `speak_replies` has the OpenAI Realtime simulator speak its replies with espeak-ng
@@ -155,11 +162,11 @@ async def simulated_providers(
         profile = profile_named(profile)
     sims = SimulatedProviders(
         profile=profile,
-        deepgram=deepgram or DeepgramSimulator(),
-        groq=groq or GroqSimulator(),
-        chatterbox=chatterbox or ChatterboxSimulator(),
-        realtime=realtime or RealtimeSimulator(speak=speak_replies),
-        n8n=n8n or N8nSimulator(),
+        deepgram=given.get("deepgram") or DeepgramSimulator(),
+        groq=given.get("groq") or GroqSimulator(),
+        chatterbox=given.get("chatterbox") or ChatterboxSimulator(),
+        realtime=given.get("realtime") or RealtimeSimulator(speak=speak_replies),
+        n8n=given.get("n8n") or N8nSimulator(),
         rng=random.Random(profile.seed),
     )
     sims.next_turn()

@@ -10,17 +10,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 from pydantic import SecretStr
 
 from pipelines.contracts import Settings
-from simulators.chatterbox import ChatterboxSimulator
-from simulators.deepgram import DeepgramSimulator
-from simulators.groq import GroqSimulator
-from simulators.n8n import N8nSimulator
-from simulators.openai_realtime import RealtimeSimulator
-from simulators.profiles import LatencyProfile, SimulatedProviders, simulated_providers
+from simulators.profiles import (
+    GivenSimulators,
+    LatencyProfile,
+    SimulatedProviders,
+    simulated_providers,
+)
 
 PROVIDER_KEYS = ("OPENAI_API_KEY", "DEEPGRAM_API_KEY", "GROQ_API_KEY", "CHATTERBOX_API_KEY")
 
@@ -55,21 +55,9 @@ async def simulated_stack(
     profile: LatencyProfile | str = "published",
     *,
     speak_replies: bool = True,
-    realtime: RealtimeSimulator | None = None,
-    deepgram: DeepgramSimulator | None = None,
-    groq: GroqSimulator | None = None,
-    chatterbox: ChatterboxSimulator | None = None,
-    n8n: N8nSimulator | None = None,
+    **given: Unpack[GivenSimulators],
 ) -> AsyncIterator[SimulatedStack]:
     """Start every provider simulator for `profile` until the block ends; `settings` come back
     pointed at them. A simulator given here is used (and served) instead of a default one."""
-    async with simulated_providers(
-        profile,
-        speak_replies=speak_replies,
-        realtime=realtime,
-        deepgram=deepgram,
-        groq=groq,
-        chatterbox=chatterbox,
-        n8n=n8n,
-    ) as providers:
+    async with simulated_providers(profile, speak_replies=speak_replies, **given) as providers:
         yield SimulatedStack(providers, with_overrides(settings, providers.env))
