@@ -45,6 +45,7 @@ from .realtime_events import (
     assistant_item,
     event,
     function_call_item,
+    merge_session,
     new_id,
     response_object,
     session_object,
@@ -330,7 +331,7 @@ class _Connection:
     # -- client events -----------------------------------------------------------------------
 
     async def on_session_update(self, data: dict[str, Any]) -> None:
-        _merge(self.session, data["session"])
+        merge_session(self.session, data["session"])
         await self.send(event("session.updated", session=session_object(self.session, self.model)))
 
     def turn_detection(self) -> dict[str, Any] | None:
@@ -590,14 +591,6 @@ class _Connection:
             + audio
             + '"}'
         )
-
-
-def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = value
 
 
 def _tone(ms: int, index: int, hz: float = 220.0, amplitude: float = 0.2) -> bytes:

@@ -87,3 +87,12 @@ def user_audio_item(item_id: str, transcript: str | None) -> dict[str, Any]:
 
 def session_object(session: dict[str, Any], model: str) -> dict[str, Any]:
     return {"object": "realtime.session", "id": new_id("sess"), "model": model, **session}
+
+
+def merge_session(session: dict[str, Any], update: dict[str, Any]) -> None:
+    """Apply a `session.update`'s `session` to the session object, nested fields included."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(session.get(key), dict):
+            merge_session(session[key], value)
+        else:
+            session[key] = value
