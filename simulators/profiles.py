@@ -17,14 +17,14 @@ import math
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TypedDict, Unpack
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
-from .chatterbox import ChatterboxSimulator
-from .deepgram import DeepgramSimulator
-from .groq import GroqSimulator
-from .n8n import N8nSimulator
-from .openai_realtime import RealtimeSimulator
-from .server import serve
+if TYPE_CHECKING:  # imported when they start: naming a profile loads no simulator
+    from .chatterbox import ChatterboxSimulator
+    from .deepgram import DeepgramSimulator
+    from .groq import GroqSimulator
+    from .n8n import N8nSimulator
+    from .openai_realtime import RealtimeSimulator
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,13 @@ async def simulated_providers(
     `speak_replies` has the OpenAI Realtime simulator speak its replies with espeak-ng
     (when installed) instead of a tone. A simulator given here (scripted by a test, say) is
     served instead of a default one; the profile still sets its latencies."""
+    from .chatterbox import ChatterboxSimulator
+    from .deepgram import DeepgramSimulator
+    from .groq import GroqSimulator
+    from .n8n import N8nSimulator
+    from .openai_realtime import RealtimeSimulator
+    from .server import serve
+
     if isinstance(profile, str):
         profile = profile_named(profile)
     sims = SimulatedProviders(

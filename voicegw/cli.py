@@ -1,6 +1,8 @@
 """`voicegw`: the gateway, the agent worker and the tools around them.
 
-Each command reads Settings once, at the edge, and hands them to the wiring that runs it.
+Each command reads Settings once, at the edge, and hands them to the wiring that runs it. A
+command imports its wiring when it runs, so `voicegw serve` starts without loading LiveKit
+Agents and the lab (`bench/gateway_startup.py` measures the start).
 """
 
 from __future__ import annotations
@@ -12,24 +14,11 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-from pydantic import ValidationError
 
-from gateway.app import Gateway
-from gateway.errors import GatewayError
-from gateway.issuer import LaunchRequest
 from pipelines.contracts import MODES, ConfigError, Mode, Settings, load_settings
-from pipelines.contracts.schemas import SCHEMA_DIR, write_schemas
-from pipelines.contracts.validation import describe_validation_error
 from simulators.profiles import PROFILES
 
-from .agent import AgentFailed, run_agent
-from .lab.audio import read_wav, write_wav
-from .lab.compare import compare as run_compare
-from .lab.compare import load_recordings, render_table, sample_recordings
-from .lab.talk import missing_keys, render, run_talk
 from .logs import configure_logging
-from .serve import run_server, serve_gateway
-from .simulate import simulate_by_default
 
 profile_option = click.option(
     "--profile",
@@ -76,6 +65,9 @@ def main(log_level: str) -> None:
 @profile_option
 def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
     """Run the gateway (session issuing, relay, page)."""
+    from .serve import run_server, serve_gateway
+    from .simulate import simulate_by_default
+
     settings = settings_or_exit()
     if simulate is None:
         simulate = simulate_by_default(settings)
@@ -89,6 +81,8 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
 @click.pass_context
 def agent(ctx: click.Context, mode: str) -> None:
     """Run the LiveKit Agents worker (explicit dispatch under LIVEKIT_AGENT_NAME)."""
+    from .agent import AgentFailed, run_agent
+
     log_level = str(ctx.find_root().params.get("log_level") or "INFO")
     try:
         run_agent(settings_or_exit(), dev=mode == "dev", log_level=log_level)
@@ -124,6 +118,9 @@ def talk(
     profile: str,
 ) -> None:
     """One conversation from a WAV file, in either mode, with no LiveKit server."""
+    from .lab.audio import read_wav, write_wav
+    from .lab.talk import missing_keys, render, run_talk
+
     settings = settings_or_exit()
     if not simulate:
         missing = missing_keys(settings, mode)
@@ -158,6 +155,10 @@ def compare(
     simulate: bool, profile: str, inputs: tuple[Path, ...], turns: int, as_json: bool
 ) -> None:
     """The same utterances through both modes: per-stage p50/p95, cost, plan criteria."""
+    from .lab.compare import compare as run_compare
+    from .lab.compare import load_recordings, render_table, sample_recordings
+    from .lab.talk import missing_keys
+
     settings = settings_or_exit()
     if not simulate:
         missing = [key for mode in MODES for key in missing_keys(settings, mode)]
@@ -185,6 +186,13 @@ def launch(meeting_url: str, mode: str | None, user: str | None) -> None:
 
     Runs the same code as POST /v1/launch, in this process (no gateway needs to be running,
     but the page URL points at GATEWAY_PUBLIC_URL, so one must serve it there)."""
+    from pydantic import ValidationError
+
+    from gateway.app import Gateway
+    from gateway.errors import GatewayError
+    from gateway.issuer import LaunchRequest
+    from pipelines.contracts.validation import describe_validation_error
+
     settings = settings_or_exit()
     try:
         request = LaunchRequest.model_validate(
@@ -208,5 +216,7 @@ def launch(meeting_url: str, mode: str | None, user: str | None) -> None:
 )
 def schemas(out: Path | None) -> None:
     """Write the JSON Schemas of the contract for the page."""
+    from pipelines.contracts.schemas import SCHEMA_DIR, write_schemas
+
     for path in write_schemas(out or SCHEMA_DIR):
         click.echo(str(path))
