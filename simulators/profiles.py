@@ -195,4 +195,10 @@ async def simulated_providers(
             "OPENAI_REALTIME_URL": f"{realtime_server.ws_url}/v1/realtime",
             "N8N_WEBHOOK_BASE_URL": n8n_server.url,
         }
-        yield sims
+        servers = (deepgram_server, groq_server, chatterbox_server, realtime_server, n8n_server)
+        try:
+            yield sims
+        finally:
+            # All five wind down at once; each block below then only waits for its own.
+            for running in servers:
+                running.server.should_exit = True
