@@ -41,7 +41,8 @@ class LiveKitServer:
 
     `track_job_status` (default True): ListDispatch shows each job's current state (LiveKit
     Cloud); False freezes it at assignment as the open-source server does. `auto_create`
-    (default True): the first join creates a room. `rng` picks among workers by load.
+    (default True): the first join creates a room. `single_pc=False` serves no `/rtc/v1`
+    (clients fall back to `/rtc`, two peer connections). `rng` picks among workers by load.
     `idle_check_s`: how often empty rooms are checked for their timeouts.
     """
 
@@ -51,6 +52,7 @@ class LiveKitServer:
         *,
         track_job_status: bool = True,
         auto_create: bool = True,
+        single_pc: bool = True,
         rng: random.Random | None = None,
         idle_check_s: float = 1.0,
         assign_timeout_s: float = 10.0,
@@ -63,7 +65,9 @@ class LiveKitServer:
             assign_timeout_s=assign_timeout_s,
         )
         self.rooms = RoomManager(agents=self.agents, idle_check_s=idle_check_s)
-        self.signal = SignalService(self.keys, self.rooms, auto_create=auto_create)
+        self.signal = SignalService(
+            self.keys, self.rooms, auto_create=auto_create, single_pc=single_pc
+        )
         self.twirp = TwirpService(self.keys, self.rooms, auto_create=auto_create)
         self.app = Starlette(
             routes=[

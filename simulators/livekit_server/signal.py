@@ -177,9 +177,18 @@ class _Codec:
 class SignalService:
     """Routes for `/rtc`, `/rtc/v1` and their validate endpoints."""
 
-    def __init__(self, keys: KeyRing, rooms: RoomManager, *, auto_create: bool = True) -> None:
+    def __init__(
+        self,
+        keys: KeyRing,
+        rooms: RoomManager,
+        *,
+        auto_create: bool = True,
+        single_pc: bool = True,
+    ) -> None:
         """`auto_create=False` is LiveKit's `room.auto_create: false`: joining a room that does
-        not exist needs the roomCreate grant."""
+        not exist needs the roomCreate grant. `single_pc=False` serves no `/rtc/v1` (404, as
+        servers before 1.9.10), so clients take the two-connection fallback."""
+        self._single_pc = single_pc
         self._keys = keys
         self._rooms = rooms
         self._auto_create = auto_create
@@ -201,6 +210,8 @@ class SignalService:
         return self._validate(request, single_pc=False)
 
     async def _validate_v1(self, request: Request) -> Response:
+        if not self._single_pc:
+            return Response(status_code=404)
         return self._validate(request, single_pc=True)
 
     def _validate(self, request: Request, *, single_pc: bool) -> Response:
@@ -227,6 +238,9 @@ class SignalService:
         await self._serve(websocket, single_pc=False)
 
     async def _serve_v1(self, websocket: WebSocket) -> None:
+        if not self._single_pc:
+            await websocket.send_denial_response(Response(status_code=404))
+            return
         await self._serve(websocket, single_pc=True)
 
     async def _serve(self, websocket: WebSocket, *, single_pc: bool) -> None:
