@@ -173,8 +173,10 @@ class AgentDispatcher:
             if room.closed or dispatch.id not in room.dispatches:
                 self.terminate(job.id, agent_left=False)
                 return
-            recorded = job if self.track_job_status else _copy(job)
-            dispatch.state.jobs.append(recorded)
+            dispatch.state.jobs.append(job)  # protobuf stores a copy
+            if self.track_job_status and job.id in worker.running:
+                # The worker's updates now change the dispatch's copy (what ListDispatch shows).
+                worker.running[job.id] = dispatch.state.jobs[-1]
             if identity:
                 room.agent_jobs[identity] = job.id
             return
@@ -417,12 +419,6 @@ def _set_status(state: JobState, status: JobStatus, error: str) -> None:
     state.updated_at = now
     if status in _ENDED:
         state.ended_at = now
-
-
-def _copy(job: Job) -> Job:
-    copy = Job()
-    copy.CopyFrom(job)
-    return copy
 
 
 def _pong(message: WorkerMessage) -> ServerMessage:
