@@ -88,9 +88,10 @@ class NetNamespace:
     def entered(self) -> Iterator[None]:
         """Run the calling thread inside the namespace for the block."""
         libc = ctypes.CDLL(None, use_errno=True)
-        with open("/proc/thread-self/ns/net", "rb") as home, open(
-            f"/run/netns/{self.name}", "rb"
-        ) as target:
+        with (
+            open("/proc/thread-self/ns/net", "rb") as home,
+            open(f"/run/netns/{self.name}", "rb") as target,
+        ):
             _setns(libc, target.fileno())
             try:
                 yield

@@ -181,9 +181,7 @@ class AgentDispatcher:
                 room.agent_jobs[identity] = job.id
             return
 
-    def _select(
-        self, agent_name: str, job_type: JobType, attempted: set[Worker]
-    ) -> Worker | None:
+    def _select(self, agent_name: str, job_type: JobType, attempted: set[Worker]) -> Worker | None:
         """LiveKit's selectWorkerWeightedByLoad."""
         weights = [
             (w, max(0.0, 1.0 - w.load))
@@ -214,9 +212,7 @@ class AgentDispatcher:
                 updated_at=now,
             )
         )
-        answer: asyncio.Future[AvailabilityResponse] = (
-            asyncio.get_running_loop().create_future()
-        )
+        answer: asyncio.Future[AvailabilityResponse] = asyncio.get_running_loop().create_future()
         worker.pending[job.id] = answer
         worker.send(ServerMessage(availability=AvailabilityRequest(job=job)))
         try:
@@ -423,9 +419,7 @@ def _set_status(state: JobState, status: JobStatus, error: str) -> None:
 
 def _pong(message: WorkerMessage) -> ServerMessage:
     return ServerMessage(
-        pong=WorkerPong(
-            last_timestamp=message.ping.timestamp, timestamp=int(time.time() * 1000)
-        )
+        pong=WorkerPong(last_timestamp=message.ping.timestamp, timestamp=int(time.time() * 1000))
     )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCDataChannel,
     RTCPeerConnection,
@@ -131,8 +132,12 @@ class ParticipantMedia:
     # -- set-up ----------------------------------------------------------------------------
 
     def _new_pc(self, role: str) -> RTCPeerConnection:
-        # No ICE servers: aiortc would otherwise ask a public STUN server.
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # No ICE servers: aiortc would otherwise ask a public STUN server. Max-bundle, as
+        # LiveKit: a transceiver added later rides the existing transport instead of a new
+        # ICE transport the client never connects (which left subscribers silent).
+        pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
         primary = role == "publisher" if self._single else role == "subscriber"
 
         @pc.on("connectionstatechange")
@@ -147,10 +152,13 @@ class ParticipantMedia:
                     "state": state,
                 },
             )
-            if state == "connected" and primary:
+            if primary and state == "connected":
                 self._connected.set()
                 self._rooms.activate(self._room, self._participant)
-                self._renegotiate.set()
+            elif primary and state in ("new", "connecting") and not self._closed:
+                # aiortc reports "connecting" again while a renegotiated transceiver starts;
+                # offering again before it is back up left the client silent.
+                self._connected.clear()
             elif state == "failed" and primary and not self._closed:
                 task = asyncio.get_running_loop().create_task(self._failed())
                 self._side_tasks.add(task)
@@ -231,6 +239,7 @@ class ParticipantMedia:
             if self.subscriber.signalingState != "have-local-offer":
                 log.warning("answer without an offer", extra=self._fields())
                 return
+            log.info("subscriber answer received", extra={**self._fields(), "offer_id": answer.id})
             await self.subscriber.setRemoteDescription(
                 RTCSessionDescription(sdp=answer.sdp, type="answer")
             )
@@ -340,8 +349,7 @@ class ParticipantMedia:
                     continue
                 transceiver = free.pop(0)
                 self._bind(transceiver, subscription)
-            assert subscription.transceiver is not None
-            if subscription.transceiver.mid:
+            if subscription.transceiver is not None and subscription.transceiver.mid:
                 mid_to_track[subscription.transceiver.mid] = sid
         return missing
 
@@ -369,9 +377,7 @@ class ParticipantMedia:
                         for t in pc.getTransceivers()
                         if t.kind == "audio"
                         and t.sender.track is None
-                        and not any(
-                            s.transceiver is t for s in self._subscriptions.values()
-                        )
+                        and not any(s.transceiver is t for s in self._subscriptions.values())
                     ),
                     None,
                 )
@@ -379,11 +385,19 @@ class ParticipantMedia:
                 self._bind(transceiver, subscription)
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)
+        # A subscription added while the offer was made waits for the next one.
         for sid, subscription in self._subscriptions.items():
-            assert subscription.transceiver is not None
-            if subscription.transceiver.mid:
+            if subscription.transceiver is not None and subscription.transceiver.mid:
                 mid_to_track[subscription.transceiver.mid] = sid
         self._offer_id += 1
+        log.info(
+            "subscriber offer sent",
+            extra={
+                **self._fields(),
+                "offer_id": self._offer_id,
+                "tracks": sorted(mid_to_track.values()),
+            },
+        )
         self._participant.send(
             SignalResponse(
                 offer=SessionDescription(
@@ -404,23 +418,25 @@ class ParticipantMedia:
             self._renegotiate.clear()
             if self._closed:
                 return
-            async with self._lock:
-                if self.subscriber is not None:
-                    if self.subscriber.signalingState != "stable":
-                        self._answer_pending = True  # the client's answer re-arms us
-                        continue
-                    await self._offer_subscriber()
-                else:
-                    unattached = sum(
-                        1 for s in self._subscriptions.values() if s.transceiver is None
-                    )
-                    self._participant.send(
-                        SignalResponse(
-                            media_sections_requirement=MediaSectionsRequirement(
-                                num_audios=unattached
-                            )
-                        )
-                    )
+            try:
+                async with self._lock:
+                    await self._negotiate()
+            except Exception:
+                log.exception("renegotiation failed", extra=self._fields())
+
+    async def _negotiate(self) -> None:
+        if self.subscriber is not None:
+            if self.subscriber.signalingState != "stable":
+                self._answer_pending = True  # the client's answer re-arms us
+                return
+            await self._offer_subscriber()
+            return
+        unattached = sum(1 for s in self._subscriptions.values() if s.transceiver is None)
+        self._participant.send(
+            SignalResponse(
+                media_sections_requirement=MediaSectionsRequirement(num_audios=unattached)
+            )
+        )
 
     # -- data ------------------------------------------------------------------------------
 
@@ -480,6 +496,9 @@ class ParticipantMedia:
         for pc in (self.publisher, self.subscriber):
             if pc is not None:
                 await pc.close()
+        # aiortc cancels its ICE consent and monitor tasks without awaiting them; let them end.
+        for _ in range(3):
+            await asyncio.sleep(0)
 
     def _fields(self) -> dict[str, str]:
         return {"room": self._room.name, "participant": self._participant.identity}

@@ -410,9 +410,7 @@ class RoomManager:
                 if track.publisher is not participant and participant.media is not None:
                     participant.media.subscribe(track)
 
-    async def remove(
-        self, room: Room, participant: Participant, reason: DisconnectReason
-    ) -> None:
+    async def remove(self, room: Room, participant: Participant, reason: DisconnectReason) -> None:
         """Take `participant` out of `room` (idempotent): its tracks go, the others hear of it,
         an agent's job is terminated, the signal connection is closed."""
         if room.participants.get(participant.identity) is not participant:

@@ -58,6 +58,7 @@ class LiveKitServer:
         assign_timeout_s: float = 10.0,
     ) -> None:
         self.keys = keys if isinstance(keys, KeyRing) else KeyRing(keys)
+        self.single_pc = single_pc
         self.agents = AgentDispatcher(
             self.keys,
             track_job_status=track_job_status,

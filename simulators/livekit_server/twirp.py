@@ -182,9 +182,7 @@ class TwirpService:
         assert isinstance(message, ListParticipantsRequest)
         _require_admin(grants, message.room)
         room = self._rooms.get(message.room)
-        return ListParticipantsResponse(
-            participants=[p.info() for p in room.participants.values()]
-        )
+        return ListParticipantsResponse(participants=[p.info() for p in room.participants.values()])
 
     async def _get_participant(self, message: Message, grants: Grants | None) -> Message:
         assert isinstance(message, RoomParticipantIdentity)

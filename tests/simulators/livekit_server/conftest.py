@@ -72,9 +72,9 @@ def admin_token(room: str = "") -> str:
     return api.AccessToken(API_KEY, API_SECRET).with_grants(grants).to_jwt()
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+async def wait_until(condition: Callable[[], bool], within: float = 5.0, what: str = "") -> None:
     """Poll server state (owned by this loop) until `condition` holds."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
@@ -134,9 +134,9 @@ class SignalClient:
     async def send(self, request: SignalRequest) -> None:
         await self.ws.send(request.SerializeToString())
 
-    async def next(self, which: str, timeout: float = 5.0) -> SignalResponse:
+    async def next(self, which: str, within: float = 5.0) -> SignalResponse:
         """The next response of kind `which` (others are kept in `received`)."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 frame = await self.ws.recv()
                 assert isinstance(frame, bytes), "the server answers protobuf in binary frames"
@@ -146,9 +146,9 @@ class SignalClient:
                 if response.WhichOneof("message") == which:
                     return response
 
-    async def closed(self, timeout: float = 5.0) -> None:
+    async def closed(self, within: float = 5.0) -> None:
         """Wait until the server closes the connection."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             with contextlib.suppress(ConnectionClosed):
                 while True:
                     await self.ws.recv()
@@ -201,8 +201,8 @@ class FakeWorker:
                 message.ParseFromString(frame)  # type: ignore[arg-type]
                 await self.messages.put(message)
 
-    async def next(self, which: str, timeout: float = 5.0) -> ServerMessage:
-        async with asyncio.timeout(timeout):
+    async def next(self, which: str, within: float = 5.0) -> ServerMessage:
+        async with asyncio.timeout(within):
             while True:
                 message = await self.messages.get()
                 if message.WhichOneof("message") == which:
@@ -211,7 +211,9 @@ class FakeWorker:
     async def send(self, message: WorkerMessage) -> None:
         await self.ws.send(message.SerializeToString())
 
-    async def report(self, *, load: float, status: WorkerStatus = WorkerStatus.WS_AVAILABLE) -> None:
+    async def report(
+        self, *, load: float, status: WorkerStatus = WorkerStatus.WS_AVAILABLE
+    ) -> None:
         await self.send(WorkerMessage(update_worker=UpdateWorkerStatus(load=load, status=status)))
 
     async def answer(self, request: AvailabilityRequest, *, available: bool, identity: str) -> None:
@@ -284,21 +286,19 @@ class RtcParticipant:
         await self.process.stdin.drain()
 
     async def wait_for(
-        self, event: str, predicate: Callable[[dict[str, Any]], bool] = lambda e: True,
-        timeout: float = 20.0,
+        self,
+        event: str,
+        predicate: Callable[[dict[str, Any]], bool] = lambda e: True,
+        within: float = 20.0,
     ) -> dict[str, Any]:
         """The first event named `event` that satisfies `predicate`."""
 
         def found() -> dict[str, Any] | None:
-            return next(
-                (e for e in self.events if e["event"] == event and predicate(e)), None
-            )
+            return next((e for e in self.events if e["event"] == event and predicate(e)), None)
 
         try:
-            async with asyncio.timeout(timeout), self._changed:
-                await self._changed.wait_for(
-                    lambda: found() is not None or self._reader.done()
-                )
+            async with asyncio.timeout(within), self._changed:
+                await self._changed.wait_for(lambda: found() is not None or self._reader.done())
         except TimeoutError:
             pass
         match = found()

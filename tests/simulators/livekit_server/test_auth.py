@@ -52,8 +52,16 @@ async def validate(server: LiveKitServer, jwt_text: str, path: str = "/rtc/v1") 
         (raw_token(sub=""), 400, "identity cannot be empty"),
         (raw_token(video={"roomJoin": True}), 400, "no room name"),
     ],
-    ids=["valid", "expired", "wrong-secret", "unknown-key", "garbage", "no-roomjoin",
-         "no-identity", "no-room"],
+    ids=[
+        "valid",
+        "expired",
+        "wrong-secret",
+        "unknown-key",
+        "garbage",
+        "no-roomjoin",
+        "no-identity",
+        "no-room",
+    ],
 )
 async def test_validate_answers_as_livekit(
     server: LiveKitServer, jwt_text: str, status: int, text: str
@@ -135,9 +143,7 @@ async def test_publish_and_data_grants_are_enforced(server: LiveKitServer) -> No
     async with SignalClient.connect(server, token("viewer", can_publish=False)) as viewer:
         join = await viewer.next("join")
         assert not join.join.participant.permission.can_publish
-        await viewer.send(
-            SignalRequest(add_track=AddTrackRequest(cid="mic", type=TrackType.AUDIO))
-        )
+        await viewer.send(SignalRequest(add_track=AddTrackRequest(cid="mic", type=TrackType.AUDIO)))
         answer = await viewer.next("request_response")
         assert answer.request_response.reason == RequestResponse.Reason.NOT_ALLOWED
     # canPublishData=false: the room drops the packet (nobody receives it).

@@ -57,7 +57,7 @@ async def test_departure_timeout_closes_a_room_whose_people_left(server: LiveKit
             await page.ws.close()
             left_at = time.monotonic()
             # An agent alone does not keep the room: it is told the room closed.
-            leave = (await agent.next("leave", timeout=5)).leave
+            leave = (await agent.next("leave", within=5)).leave
             closed_after = time.monotonic() - left_at
             assert leave.reason == DisconnectReason.ROOM_CLOSED
             assert leave.action == leave.Action.DISCONNECT
@@ -70,7 +70,7 @@ async def test_empty_timeout_closes_a_room_nobody_joined(server: LiveKitServer) 
     room, created = server.rooms.get_or_create("idle", RoomConfiguration(empty_timeout=1))
     assert created
     started = time.monotonic()
-    await wait_until(lambda: "idle" not in server.rooms.rooms, timeout=5)
+    await wait_until(lambda: "idle" not in server.rooms.rooms, within=5)
     assert time.monotonic() - started >= 0.9 and room.closed
 
 
@@ -100,14 +100,18 @@ class Recorder:
     async def close(self) -> None: ...
 
 
-async def _room_of(*identities: str, **grants: object) -> tuple[RoomManager, dict[str, Participant]]:
+async def _room_of(
+    *identities: str, **grants: object
+) -> tuple[RoomManager, dict[str, Participant]]:
     rooms = RoomManager()
     room, _ = rooms.get_or_create("r")
     keys = KeyRing(KEYS)
     people = {}
     for identity in identities:
         participant = Participant(
-            identity=identity, grants=keys.verify(token(identity, room="r", **grants)), single_pc=True
+            identity=identity,
+            grants=keys.verify(token(identity, room="r")),
+            single_pc=True,
         )
         participant.media = Recorder()
         await rooms.join(room, participant)

@@ -79,7 +79,9 @@ async def test_leave_removes_the_participant_and_tells_the_others(server: LiveKi
         await ann.next("join")
         async with SignalClient.connect(server, token("bob")) as bob:
             await bob.next("join")
-            await bob.send(SignalRequest(leave=LeaveRequest(reason=DisconnectReason.CLIENT_INITIATED)))
+            await bob.send(
+                SignalRequest(leave=LeaveRequest(reason=DisconnectReason.CLIENT_INITIATED))
+            )
             await bob.closed()
         gone = await ann.next("update")
         while gone.update.participants[0].state != ParticipantInfo.State.DISCONNECTED:

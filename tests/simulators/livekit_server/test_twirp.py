@@ -40,7 +40,9 @@ async def test_list_rooms_and_participants_show_real_state(
         assert [p.identity for p in people.participants] == ["ann"]
 
 
-async def test_delete_room_tells_the_participants(server: LiveKitServer, lk: api.LiveKitAPI) -> None:
+async def test_delete_room_tells_the_participants(
+    server: LiveKitServer, lk: api.LiveKitAPI
+) -> None:
     async with SignalClient.connect(server, token("ann")) as ann:
         await ann.next("join")
         await lk.room.delete_room(api.DeleteRoomRequest(room="room-1"))
@@ -80,7 +82,9 @@ async def test_grants_are_checked_as_livekit_checks_them(server: LiveKitServer) 
         if jwt_text is not None:
             headers["Authorization"] = f"Bearer {jwt_text}"
         async with httpx.AsyncClient() as client:
-            return await client.post(f"{server.url}/twirp/livekit.{method}", content=body, headers=headers)
+            return await client.post(
+                f"{server.url}/twirp/livekit.{method}", content=body, headers=headers
+            )
 
     no_token = await call(None, "RoomService/ListRooms", "{}")
     assert no_token.status_code == 401
