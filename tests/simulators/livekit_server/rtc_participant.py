@@ -8,7 +8,7 @@ reads one JSON command per line on stdin:
     events:   connected {join_ms, connected_ms, sid}, subscribed {participant, track_sid},
               audio {participant, frames, peak, first_loud_ms}, data {participant, topic,
               payload}, attributes {participant, attributes}, disconnected {reason}, error
-    commands: publish_sine {freq, seconds}, publish_wav {path}, send_data {payload, topic,
+    commands: publish_sine {freq, seconds, lead_silence_s}, publish_wav {path}, send_data {payload, topic,
               destinations, reliable}, set_attributes {attributes}, leave
 
 `python -m tests.simulators.livekit_server.rtc_participant URL TOKEN`
@@ -37,24 +37,33 @@ def emit(event: str, **fields: Any) -> None:
 
 
 async def publish(room: rtc.Room, samples: np.ndarray[Any, np.dtype[np.int16]]) -> None:
-    source = rtc.AudioSource(RATE, 1)
+    # A short queue: capture_frame returns when the frame is close to being sent, so the
+    # `loud_sent` time is a fair start for a latency figure.
+    source = rtc.AudioSource(RATE, 1, queue_size_ms=50)
     track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
     options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
     publication = await room.local_participant.publish_track(track, options)
     emit("published", track_sid=publication.sid, at_ms=time.time() * 1000)
+    loud_sent = False
     for start in range(0, len(samples) - FRAME + 1, FRAME):
         chunk = samples[start : start + FRAME]
         frame = rtc.AudioFrame(
             data=chunk.tobytes(), sample_rate=RATE, num_channels=1, samples_per_channel=FRAME
         )
         await source.capture_frame(frame)
+        if not loud_sent and int(np.abs(chunk.astype(np.int32)).max()) > LOUD:
+            loud_sent = True
+            emit("loud_sent", at_ms=time.time() * 1000)
     await source.wait_for_playout()
     emit("played")
 
 
-def sine(freq: float, seconds: float) -> np.ndarray[Any, np.dtype[np.int16]]:
+def sine(
+    freq: float, seconds: float, lead_silence_s: float = 0.0
+) -> np.ndarray[Any, np.dtype[np.int16]]:
     t = np.arange(int(RATE * seconds)) / RATE
-    return (np.sin(2 * math.pi * freq * t) * 0.3 * 32767).astype(np.int16)
+    tone = (np.sin(2 * math.pi * freq * t) * 0.3 * 32767).astype(np.int16)
+    return np.concatenate([np.zeros(int(RATE * lead_silence_s), dtype=np.int16), tone])
 
 
 def wav(path: str) -> np.ndarray[Any, np.dtype[np.int16]]:
@@ -156,7 +165,8 @@ async def main(url: str, token: str) -> None:
         name = command.pop("cmd")
         try:
             if name == "publish_sine":
-                spawn(publish(room, sine(command["freq"], command["seconds"])))
+                lead = command.get("lead_silence_s", 0.0)
+                spawn(publish(room, sine(command["freq"], command["seconds"], lead)))
             elif name == "publish_wav":
                 spawn(publish(room, wav(command["path"])))
             elif name == "send_data":
