@@ -22,7 +22,9 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,6 +51,10 @@ class Marks(logging.Handler):
             self.active[who] = time.monotonic()
 
 
+def loud_from(identity: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: event["participant"] == identity and event["peak"] > LOUD
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -71,7 +77,7 @@ async def joins_and_latency(server: LiveKitServer, marks: Marks, runs: int) -> N
             RtcParticipant.start(server.ws_url, token("speaker", room=room), "speaker") as speaker,
             RtcParticipant.start(server.ws_url, token("listener", room=room), "listener") as ear,
         ):
-            for who, participant in (("speaker", speaker), ("listener", ear)):
+            for participant in (speaker, ear):
                 connected = await participant.wait_for("connected")
                 connect_ms.append(connected["join_ms"])
                 await participant.wait_for("state")
@@ -107,10 +113,7 @@ async def cpu(server: LiveKitServer, size: int, seconds: float) -> None:
         for participant in people:
             for other in people:
                 if other is not participant:
-                    await participant.wait_for(
-                        "audio",
-                        lambda e, o=other.identity: e["participant"] == o and e["peak"] > LOUD,
-                    )
+                    await participant.wait_for("audio", loud_from(other.identity))
         started_cpu, started = time.process_time(), time.monotonic()
         await asyncio.sleep(seconds)  # a measurement window, not a wait for an event
         used = time.process_time() - started_cpu

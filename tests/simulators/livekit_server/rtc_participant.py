@@ -8,8 +8,9 @@ reads one JSON command per line on stdin:
     events:   connected {join_ms, connected_ms, sid}, subscribed {participant, track_sid},
               audio {participant, frames, peak, first_loud_ms}, data {participant, topic,
               payload}, attributes {participant, attributes}, disconnected {reason}, error
-    commands: publish_sine {freq, seconds, lead_silence_s}, publish_wav {path}, send_data {payload, topic,
-              destinations, reliable}, set_attributes {attributes}, leave
+    commands: publish_sine {freq, seconds, lead_silence_s}, publish_wav {path},
+              send_data {payload, topic, destinations, reliable},
+              set_attributes {attributes}, leave
 
 `python -m tests.simulators.livekit_server.rtc_participant URL TOKEN`
 """
