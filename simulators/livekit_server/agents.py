@@ -25,6 +25,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from google.protobuf import json_format
@@ -452,7 +453,9 @@ async def _write(websocket: WebSocket, message: ServerMessage, json_mode: bool) 
 
 
 async def _pump(
-    websocket: WebSocket, outbox: asyncio.Queue[ServerMessage | None], json_mode: object
+    websocket: WebSocket,
+    outbox: asyncio.Queue[ServerMessage | None],
+    json_mode: Callable[[], bool],
 ) -> None:
     """Write queued messages until None or the socket fails."""
     while True:
@@ -460,6 +463,6 @@ async def _pump(
         if message is None:
             return
         try:
-            await _write(websocket, message, bool(json_mode()))  # type: ignore[operator]
+            await _write(websocket, message, json_mode())
         except Exception:
             return

@@ -57,6 +57,7 @@ from livekit.protocol.rtc import (
     SessionDescription,
     SignalResponse,
     SignalTarget,
+    TrackUnpublishedResponse,
     TrickleRequest,
 )
 
@@ -116,6 +117,7 @@ class ParticipantMedia:
         self.publisher = self._new_pc("publisher")
         self.subscriber = None if self._single else self._new_pc("subscriber")
         self._pending_tracks: dict[str, AddTrackRequest] = {}  # cid -> request
+        self._published_mids: dict[str, str] = {}  # mid -> TR sid of what the client sends
         self._track_sids: dict[str, str] = {}  # cid -> TR sid
         self._subscriptions: dict[str, _Subscription] = {}  # TR sid -> subscription
         self._channels = _Channels()
@@ -206,6 +208,7 @@ class ParticipantMedia:
             pc = self.publisher
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             await self._apply_candidates(0)
+            self._check_unpublished(offer.sdp)
             mid_to_track: dict[str, str] = {}
             missing = 0
             if self._single:
@@ -297,9 +300,23 @@ class ParticipantMedia:
             log.warning("media for a track never announced", extra={**self._fields(), "mid": mid})
             return
         info = _track_info(request, self._track_sids[cid], mid=mid)
+        self._published_mids[mid] = info.sid
         self._rooms.publish_track(
             self._room, PublishedTrack(info=info, publisher=self._participant, source=track)
         )
+
+    def _check_unpublished(self, sdp: str) -> None:
+        """A section the client no longer sends on is a track it unpublished (LiveKit learns
+        it the same way: the client removes the sender and renegotiates)."""
+        sections = _sections(sdp)
+        for mid, sid in list(self._published_mids.items()):
+            section = sections.get(mid)
+            if section is None or section.direction not in ("sendonly", "sendrecv"):
+                del self._published_mids[mid]
+                if self._rooms.unpublish_track(self._room, self._participant, sid):
+                    self._participant.send(
+                        SignalResponse(track_unpublished=TrackUnpublishedResponse(track_sid=sid))
+                    )
 
     # -- tracks out (MediaLink) ------------------------------------------------------------
 

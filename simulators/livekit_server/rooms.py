@@ -468,13 +468,20 @@ class RoomManager:
             ):
                 other.media.subscribe(track)
 
-    def unpublish_track(self, room: Room, participant: Participant, track_sid: str) -> None:
+    def unpublish_track(self, room: Room, participant: Participant, track_sid: str) -> bool:
+        """The participant stopped publishing `track_sid`: subscribers drop it, the others
+        hear of it. False when it was not published."""
         if track_sid not in participant.tracks:
-            return
+            return False
         self._drop_track(room, track_sid)
         participant.tracks.pop(track_sid, None)
         participant.changed()
+        log.info(
+            "track unpublished",
+            extra={"room": room.name, "participant": participant.identity, "track_sid": track_sid},
+        )
         self._broadcast(room, participant, skip_source=True)
+        return True
 
     def _drop_track(self, room: Room, track_sid: str) -> None:
         if room.published.pop(track_sid, None) is None:

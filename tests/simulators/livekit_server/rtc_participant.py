@@ -10,7 +10,7 @@ reads one JSON command per line on stdin:
               payload}, attributes {participant, attributes}, disconnected {reason}, error
     commands: publish_sine {freq, seconds, lead_silence_s}, publish_wav {path},
               send_data {payload, topic, destinations, reliable},
-              set_attributes {attributes}, leave
+              set_attributes {attributes}, unpublish, leave
 
 `python -m tests.simulators.livekit_server.rtc_participant URL TOKEN`
 """
@@ -37,6 +37,9 @@ def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
+published: list[str] = []
+
+
 async def publish(room: rtc.Room, samples: np.ndarray[Any, np.dtype[np.int16]]) -> None:
     # A short queue: capture_frame returns when the frame is close to being sent, so the
     # `loud_sent` time is a fair start for a latency figure.
@@ -45,6 +48,7 @@ async def publish(room: rtc.Room, samples: np.ndarray[Any, np.dtype[np.int16]]) 
     options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
     publication = await room.local_participant.publish_track(track, options)
     emit("published", track_sid=publication.sid, at_ms=time.time() * 1000)
+    published.append(publication.sid)
     loud_sent = False
     for start in range(0, len(samples) - FRAME + 1, FRAME):
         chunk = samples[start : start + FRAME]
@@ -125,6 +129,10 @@ async def main(url: str, token: str) -> None:
     def _attributes(changed: dict[str, str], who: rtc.Participant) -> None:
         emit("attributes", participant=who.identity, attributes=dict(who.attributes))
 
+    @room.on("track_unpublished")
+    def _unpublished(publication: rtc.RemoteTrackPublication, who: rtc.RemoteParticipant) -> None:
+        emit("track_unpublished", participant=who.identity, track_sid=publication.sid)
+
     @room.on("participant_connected")
     def _joined(who: rtc.RemoteParticipant) -> None:
         emit("participant_joined", participant=who.identity)
@@ -181,6 +189,10 @@ async def main(url: str, token: str) -> None:
             elif name == "set_attributes":
                 await room.local_participant.set_attributes(command["attributes"])
                 emit("attributes_set")
+            elif name == "unpublish":
+                for sid in published:
+                    await room.local_participant.unpublish_track(sid)
+                emit("unpublished")
             elif name == "leave":
                 break
         except Exception as exc:  # the driver sees it as an event

@@ -14,7 +14,7 @@ import pytest
 from simulators.livekit_server import LiveKitServer
 from tests.netns import NetNamespace
 
-from .conftest import KEYS, RtcParticipant, token
+from .conftest import KEYS, RtcParticipant, token, wait_until
 
 pytestmark = pytest.mark.netns
 LOUD = 0.02 * 32767
@@ -68,6 +68,11 @@ async def test_participants_hear_each_other_and_get_their_data(
         assert (got["participant"], got["topic"]) == ("alice", "voice.state")
         await carol.wait_for("data", lambda e: e["payload"] == "for all")
         assert [e["payload"] for e in carol.events if e["event"] == "data"] == ["for all"]
+
+        # alice stops her microphone: the others see the track go.
+        await alice.command("unpublish")
+        await bob.wait_for("track_unpublished", lambda e: e["participant"] == "alice")
+        await wait_until(lambda: not room.participants["alice"].tracks, what="alice unpublished")
 
         await bob.command("set_attributes", attributes={"lk.agent.state": "speaking"})
         seen = await alice.wait_for("attributes", lambda e: e["participant"] == "bob")
