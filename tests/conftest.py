@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pipelines.contracts import load_settings
 from simulators.chatterbox import ChatterboxSimulator
@@ -30,6 +31,16 @@ from simulators.server import RunningServer, serve
 from tests.stack import SECRETS
 from voicegw.serve import running_gateway
 from voicegw.simulate import SimulatedStack, simulated_stack
+
+# Hypothesis properties (the `fuzz` tests): a bounded run in `make test`, no per-example
+# deadline on the shared cores; `--hypothesis-profile=fuzz` for a long run (README, "Security").
+settings.register_profile("default", deadline=None)
+settings.register_profile(
+    "fuzz",
+    max_examples=200_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

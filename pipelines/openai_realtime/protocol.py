@@ -178,7 +178,7 @@ class RelayProtocol:
             self._audio_in_chars = 0
         if verdict.warning is not None:
             return (ToUpstream(verdict.text), ToClient(verdict.warning.to_json()))
-        return FORWARD if verdict.text is text else (ToUpstream(verdict.text),)
+        return FORWARD if verdict.text == text else (ToUpstream(verdict.text),)
 
     def binary_frame(self, size: int) -> Sequence[Action]:
         """A binary frame of `size` bytes: events are JSON text, so it is refused (or, when
