@@ -55,7 +55,10 @@ class RelayEndpoint:
             await websocket.close(exc.code, exc.reason)
             return
         session = RelaySession(session_id=ticket.session_id, config=self.config)
-        await session.run(open_client_leg(websocket, receive, send, session), subprotocol)
+        leg = open_client_leg(
+            websocket, receive, send, session, max_size=self.config.limits.max_frame_bytes
+        )
+        await session.run(leg, subprotocol)
 
 
 def credentials(websocket: WebSocket) -> tuple[str | None, str | None]:

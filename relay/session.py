@@ -150,7 +150,17 @@ class RelaySession:
 
     def on_client_binary(self, size: int) -> None:
         if not self._ended:
-            self._perform(self._core.binary_frame(size))
+            self._perform(self._core.binary_frame(size, monotonic()))
+
+    def on_client_control(self) -> None:
+        if not self._ended:
+            actions = self._core.control_frame(monotonic())
+            if actions:
+                self._perform(actions)
+
+    def on_client_too_large(self) -> None:
+        if not self._ended:
+            self._perform(self._core.frame_too_large())
 
     def on_client_closed(self) -> None:
         self._client_gone = True
