@@ -132,6 +132,9 @@ class _LeanClient:
     def on_upstream_backpressure(self, paused: bool) -> None:
         pass
 
+    def on_upstream_unresponsive(self) -> None:
+        pass
+
 
 def lean_pair() -> tuple[Callable[[], None], list[CountingTransport]]:
     client = _LeanClient()

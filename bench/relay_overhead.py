@@ -190,6 +190,9 @@ def _serve_lean(port: int, upstream: str) -> None:
         def on_upstream_backpressure(self, paused: bool) -> None:
             pass
 
+        def on_upstream_unresponsive(self) -> None:
+            pass
+
         def connection_lost(self, exc: Exception | None) -> None:
             if self.up is not None:
                 self.up.abort()
@@ -335,6 +338,9 @@ class StreamingClient:
             self.ready.set_exception(ConnectionError("closed before ready"))
 
     def on_upstream_backpressure(self, paused: bool) -> None:
+        pass
+
+    def on_upstream_unresponsive(self) -> None:
         pass
 
     # -- load ------------------------------------------------------------------------------

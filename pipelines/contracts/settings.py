@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     relay_max_session_seconds: float = Field(55 * 60, gt=0, le=24 * 3600)
     relay_client_stall_seconds: float = Field(5.0, gt=0, le=60)
     relay_upstream_open_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    # A hung OpenAI (or path to it) sends nothing: ping it, and end the session without a pong.
+    relay_upstream_ping_interval_seconds: float = Field(5.0, gt=0, le=300)
+    relay_upstream_ping_timeout_seconds: float = Field(5.0, gt=0, le=300)
 
     # -- livekit pipeline ----------------------------------------------------------------
     vad_min_speech_seconds: float = Field(0.1, ge=0, le=2)

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -390,6 +396,55 @@ async def test_upstream_dropping_mid_response(relay: Relay, realtime: RealtimeSi
     assert frames[-1]["type"] == "voice.error"
     assert frames[-1]["code"] == "upstream_closed" and frames[-1]["fatal"] is True
     await realtime.wait_for(lambda: realtime.open_connections == 0)
+
+
+@contextlib.contextmanager
+def simulator_process(reply: Say) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The OpenAI Realtime simulator in a process of its own (so a test can freeze it with
+    SIGSTOP), answering every response with `reply`; its ws:// URL and the process."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    code = (
+        "import uvicorn\n"
+        "from simulators.openai_realtime import RealtimeSimulator, Say\n"
+        f"sim = RealtimeSimulator(default_reply={reply!r})\n"
+        f"uvicorn.run(sim.app, fd={sock.fileno()}, log_level='warning', lifespan='off')\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[sock.fileno()])
+    try:
+        yield f"ws://127.0.0.1:{sock.getsockname()[1]}/v1/realtime", process
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+        process.wait(timeout=10)
+        sock.close()
+
+
+async def test_a_frozen_upstream_ends_the_session_1011(relay_env: dict[str, str]) -> None:
+    """Issue 17.4: OpenAI stops mid-response (its process is stopped): the relay's ping goes
+    unanswered, and the client hears a fatal voice.error and a 1011 close."""
+    with simulator_process(Say(audio_ms=20_000, pace=True)) as (url, process):
+        async with relay_with(
+            relay_env,
+            OPENAI_REALTIME_URL=url,
+            RELAY_UPSTREAM_PING_INTERVAL_SECONDS="0.2",
+            RELAY_UPSTREAM_PING_TIMEOUT_SECONDS="0.5",
+        ) as relay:
+            async with relay.connect() as connection, asyncio.timeout(20):
+                await connection.response.create()
+                await collect_until(
+                    connection, lambda f: f["type"] == "response.output_audio.delta"
+                )
+                process.send_signal(signal.SIGSTOP)
+                frames: list[dict[str, Any]] = []
+                with pytest.raises(ConnectionClosed) as closed:
+                    async with asyncio.timeout(5):
+                        while True:
+                            frames.append(json.loads(await connection.recv_bytes()))
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert frames[-1]["type"] == "voice.error"
+    assert frames[-1]["code"] == "upstream_timeout" and frames[-1]["fatal"] is True
 
 
 async def test_upstream_unreachable(relay_env: dict[str, str], realtime: RealtimeSimulator) -> None:
