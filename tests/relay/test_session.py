@@ -140,6 +140,39 @@ async def test_failing_tool_is_spoken_about(
     assert not any(f["type"] == "voice.error" for f in frames)
 
 
+async def test_the_tool_loop_recovers_from_a_call_that_never_finishes(
+    relay_env: dict[str, str], realtime: RealtimeSimulator, n8n: N8nSimulator
+) -> None:
+    """Issue 17.5: the first turn's lookup trickles its answer a byte at a time; the second
+    turn's email is done at once. The lookup is cut off at its deadline, told to the model as
+    of unknown outcome, and the relay asks for the answer that speaks both results."""
+    email = {"to": "ana@example.com", "subject": "Notes", "body": "(simulated) notes"}
+    n8n.script("query-database", "trickle")
+    realtime.script(
+        CallTool("query_database", {"query": "policy"}, call_id="call_slow"),
+        CallTool("send_email", email, call_id="call_fast"),
+        Say("(simulated) Both done.", audio_ms=40),
+    )
+    async with (
+        relay_with(relay_env, N8N_TIMEOUT_SECONDS="1.5") as relay,
+        relay.connect("tool-loop") as connection,
+        asyncio.timeout(15),
+    ):
+        await speak(connection)
+        await collect_until(connection, lambda f: f["type"] == "tool.started")
+        await speak(connection)
+        frames = await collect_until(
+            connection, lambda f: f["type"] == "transcript.assistant"
+        )
+    finished = {f["call_id"]: f["status"] for f in frames if f["type"] == "tool.finished"}
+    assert finished == {"call_fast": "ok", "call_slow": "error"}
+    outputs = {o["call_id"]: o["output"] for o in realtime.function_outputs()}
+    assert "may or may not have been done" in outputs["call_slow"]
+    assert len(realtime.of_type("response.create")) == 1  # after both outputs
+    assert frames[-1]["text"] == "(simulated) Both done."
+    assert realtime.violations == []
+
+
 async def test_invalid_tool_arguments_never_reach_n8n(
     relay: Relay, realtime: RealtimeSimulator, n8n: N8nSimulator
 ) -> None:
