@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -28,6 +29,7 @@ from pipelines.contracts.validation import describe_validation_error
 from relay import RelayConfig, RelayEndpoint
 
 from .admin import admin_view
+from .body_limit import BodyLimit
 from .breaker import Breaker
 from .dispatch import LiveKitProber, LiveKitServerApi
 from .errors import GatewayError, InvalidRequest, NotConfigured, UpstreamFailed
@@ -213,8 +215,8 @@ class Gateway:
         return _json(config)
 
     async def fallback(self, request: Request) -> Response:
+        claims = self._launch_claims(_bearer(request))  # before a byte of the body is read
         body = await _read_model(request, FallbackRequest)
-        claims = self._launch_claims(_bearer(request))
         user = None
         if claims is not None:
             if claims.session_id != body.session_id:
@@ -335,6 +337,7 @@ def create_app(
             GatewayError: _gateway_error,
             HTTPException: _http_error,
         },
+        middleware=[Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)],
         lifespan=_lifespan,
     )
     app.state.gateway = gw
@@ -375,8 +378,13 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+    response = error_response(exc.status_code, code, str(exc.detail))
+    response.headers.update(exc.headers or {})  # 405's Allow, 413's Connection: close
+    return response
+
+
+_HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
 def _bearer(request: Request) -> str | None:
