@@ -22,6 +22,7 @@ from pipelines.contracts import Settings
 from relay.client_leg import DirectWebSocketProtocol
 from simulators.server import RunningServer, serve
 
+from .http_limits import server_options
 from .simulate import simulated_stack
 
 log = logging.getLogger("voicegw.cli")
@@ -79,6 +80,7 @@ async def serve_gateway(
             log_config=None,
             access_log=False,
             **SERVER_OPTIONS,
+            **server_options(settings),
         )
         await uvicorn.Server(config).serve()
 
@@ -97,11 +99,12 @@ class ServedGateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, *, breaker: Breaker | None = None, **server_options: Any
+    settings: Settings, *, breaker: Breaker | None = None, **overrides: Any
 ) -> AsyncIterator[ServedGateway]:
     """The gateway on a free port of 127.0.0.1 in this event loop until the block ends, served
-    as `voicegw serve` serves it (`server_options` amend `SERVER_OPTIONS`). `breaker` replaces
+    as `voicegw serve` serves it (`overrides` amend its uvicorn options). `breaker` replaces
     the one built from settings (tests give it a fake clock)."""
     app = create_app(settings, breaker=breaker)
-    async with serve(app, **{**SERVER_OPTIONS, **server_options}) as server:
+    options = {**SERVER_OPTIONS, **server_options(settings), **overrides}
+    async with serve(app, **options) as server:
         yield ServedGateway(server, app.state.gateway)

@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     relay_upstream_ping_interval_seconds: float = Field(5.0, gt=0, le=300)
     relay_upstream_ping_timeout_seconds: float = Field(5.0, gt=0, le=300)
 
+    # -- the gateway's HTTP server (README "Security") -------------------------------------
+    http_max_header_bytes: int = Field(16 * 1024, ge=4 * 1024, le=1024 * 1024)
+    http_max_headers: int = Field(100, ge=20, le=1000)
+    http_header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(30.0, gt=0, le=600)
+
     # -- livekit pipeline ----------------------------------------------------------------
     vad_min_speech_seconds: float = Field(0.1, ge=0, le=2)
     vad_min_silence_seconds: float = Field(0.3, gt=0, le=3)
