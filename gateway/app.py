@@ -47,6 +47,7 @@ from .issuer import (
 )
 from .launcher import Launcher, RecallClient
 from .openapi import openapi_document
+from .page_policy import SecurityHeaders, page_headers
 from .tokens import LaunchClaims, LaunchTokenError, verify_launch_token
 
 log = logging.getLogger("voicegw.gateway")
@@ -181,7 +182,7 @@ class Gateway:
         q = request.query_params
         requested = parse_mode(q.get("mode"))
         claims = self._launch_claims(q.get("launch") or None)
-        session_id = q.get("session_id") or None
+        session_id = q.get("session_id")  # given empty, it is refused (not generated)
         if session_id is not None:
             check_session_id(session_id)
         if claims is not None:
@@ -337,9 +338,15 @@ def create_app(
             GatewayError: _gateway_error,
             HTTPException: _http_error,
         },
-        middleware=[Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)],
+        middleware=[
+            Middleware(SecurityHeaders, headers=page_headers(settings)),
+            Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES),
+        ],
         lifespan=_lifespan,
     )
+    # Starlette would answer /static and /v1/session/ with a redirect to a URL built from the
+    # Host header; those paths are plain 404s.
+    app.router.redirect_slashes = False
     app.state.gateway = gw
     return app
 
@@ -396,7 +403,8 @@ def _bearer(request: Request) -> str | None:
 
 
 async def _read_model(request: Request, model: type[_M]) -> _M:
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "the body must be application/json")
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:

@@ -8,6 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Annotated
 from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,7 +41,11 @@ class LaunchRequest(BaseModel):
     session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
     user: str | None = Field(None, min_length=1, max_length=MAX_USER_LENGTH)
     mode: Mode | None = None
-    meeting_url: str | None = Field(
+    # The schema says what check_meeting_url requires (its error, invalid_meeting_url, stays
+    # the server's: pydantic does not enforce the pattern).
+    meeting_url: Annotated[
+        str, Field(json_schema_extra={"format": "uri", "pattern": "^https://"})
+    ] | None = Field(
         None,
         min_length=1,
         max_length=2048,
