@@ -37,7 +37,7 @@ from voicegw.simulate import SimulatedStack, simulated_stack
 settings.register_profile("default", deadline=None)
 settings.register_profile(
     "fuzz",
-    max_examples=200_000,
+    max_examples=20_000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
