@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import uvicorn
 from starlette.routing import BaseRoute
 
 from gateway.app import Gateway, create_app
-from gateway.breaker import Breaker
+from gateway.store import Store
 from pipelines.contracts import Settings
 from relay.client_leg import DirectWebSocketProtocol
 from simulators.server import RunningServer, serve
@@ -97,11 +98,19 @@ class ServedGateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, *, breaker: Breaker | None = None, **server_options: Any
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    clock: Callable[[], float] | None = None,
+    **server_options: Any,
 ) -> AsyncIterator[ServedGateway]:
     """The gateway on a free port of 127.0.0.1 in this event loop until the block ends, served
-    as `voicegw serve` serves it (`server_options` amend `SERVER_OPTIONS`). `breaker` replaces
-    the one built from settings (tests give it a fake clock)."""
-    app = create_app(settings, breaker=breaker)
-    async with serve(app, **{**SERVER_OPTIONS, **server_options}) as server:
-        yield ServedGateway(server, app.state.gateway)
+    as `voicegw serve` serves it (`server_options` amend `SERVER_OPTIONS`). `store` and
+    `clock` replace the ones built from settings (tests)."""
+    app = create_app(settings, store=store, clock=clock or time.time)
+    gateway: Gateway = app.state.gateway
+    try:
+        async with serve(app, **{**SERVER_OPTIONS, **server_options}) as server:
+            yield ServedGateway(server, gateway)
+    finally:
+        await gateway.aclose()
