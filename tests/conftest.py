@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from gateway.redis_store import RedisStore
+from gateway.store import MemoryStore, Store
 from pipelines.contracts import load_settings
 from simulators.chatterbox import ChatterboxSimulator
 from simulators.deepgram import DeepgramSimulator
@@ -171,6 +173,33 @@ def store_env(store_kind: str, request: pytest.FixtureRequest) -> dict[str, str]
         return {}
     server: RedisServer = request.getfixturevalue("redis_server")
     return {"REDIS_URL": server.url, "REDIS_KEY_PREFIX": new_prefix()}
+
+
+@pytest.fixture
+async def store(store_env: dict[str, str]) -> AsyncIterator[Store]:
+    """The store under test, as one replica holds it."""
+    if not store_env:
+        yield MemoryStore()
+        return
+    redis = RedisStore(store_env["REDIS_URL"], prefix=store_env["REDIS_KEY_PREFIX"])
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture
+async def peer(store: Store, store_env: dict[str, str]) -> AsyncIterator[Store]:
+    """The same state as another replica sees it: on Redis a second client with the same
+    prefix; in memory the same store (one process is all the memory store serves)."""
+    if not store_env:
+        yield store
+        return
+    redis = RedisStore(store_env["REDIS_URL"], prefix=store_env["REDIS_KEY_PREFIX"])
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
 
 
 # -- one simulator alone -----------------------------------------------------------------------
