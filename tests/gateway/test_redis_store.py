@@ -18,7 +18,7 @@ from gateway.router import Router
 from gateway.store import Quota
 from pipelines.contracts.routing import RoutingPolicy
 from tests.redis_server import RedisServer, new_prefix, running_redis
-from tests.stack import FakeClock, metric
+from tests.stack import FakeClock, metric, until
 
 QUOTA_CALLER = "launch:s1"
 
@@ -112,7 +112,5 @@ async def test_a_frozen_redis_costs_each_call_one_bounded_wait(
     async def recovered() -> bool:
         return (await store.check()).state == "ok"
 
-    async with asyncio.timeout(5):
-        while not await recovered():
-            await asyncio.sleep(0.05)
+    await until(recovered, "the thawed Redis answers again")
     assert await admit(store, "thawed") == "admitted"
