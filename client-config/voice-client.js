@@ -40,10 +40,11 @@ export function connectVoice(options) {
 }
 
 export class GatewayError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfterMs = 0) {
     super(message);
     this.status = status;
     this.code = code;
+    this.retryAfterMs = retryAfterMs; // a 429's Retry-After: never ask again sooner
   }
 }
 
@@ -189,7 +190,7 @@ class VoiceConnection {
         return result;
       } catch (err) {
         if (signal.aborted) break;
-        const wait = this.backoff(attempt);
+        const wait = Math.max(this.backoff(attempt), err.retryAfterMs ?? 0);
         this.setStatus({
           error: `${label} failed: ${describe(err)}`,
           detail: `retrying in ${Math.round(wait / 100) / 10} s (attempt ${attempt})`,
@@ -249,7 +250,13 @@ class VoiceConnection {
     if (!response.ok) {
       const code = body?.error?.code ?? "http_error";
       const message = body?.error?.message ?? response.statusText;
-      throw new GatewayError(response.status, code, `${response.status} ${code}: ${message}`);
+      const retryAfterMs = 1000 * (Number(response.headers.get("Retry-After")) || 0);
+      throw new GatewayError(
+        response.status,
+        code,
+        `${response.status} ${code}: ${message}`,
+        retryAfterMs,
+      );
     }
     if (!body || body.contract_version !== 1) {
       throw new GatewayError(response.status, "bad_session", "unexpected session config");

@@ -2,7 +2,8 @@
 (`REDIS_URL`), so every replica sees one truth.
 
 Each method is one round trip: a Lua script (atomic on the server: a ticket is used once, one
-probe is admitted, however many replicas ask at once) or one pipeline. Keys are
+probe is admitted, however many replicas ask at once) or one pipeline; script calls made at
+the same moment share a round trip (`_Pipeliner`). Keys are
 `voicegw:<REDIS_KEY_PREFIX>:<kind>:<id>` and every key has a TTL:
 
     ticket:<jti>         "1" until the ticket's own expiry          used relay tickets
@@ -33,7 +34,8 @@ from typing import Any, TypeVar, get_args
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 from pipelines.contracts import MODES, Mode, Reason
 from pipelines.contracts.metrics import STORE_UP
@@ -124,6 +126,71 @@ class _Failed:
 FAILED = _Failed()
 
 
+class _Pipeliner:
+    """Auto-pipelining: the script calls made in one turn of the event loop go to Redis as one
+    pipeline, one round trip for all of them. Under load many requests are in flight at once,
+    and one pipelined call costs about a fifth of a call on its own (`bench/capacity.py`
+    session-rate), so the shared store costs each request little more than the memory one."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._queue: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    def call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((script, keys, args, result))
+        if len(self._queue) == 1:
+            loop.call_soon(self._send)
+        return result
+
+    async def aclose(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    def _send(self) -> None:
+        batch, self._queue = self._queue, []
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(
+        self, batch: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            results = await self._execute(batch)
+            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if missing:  # a restarted Redis forgot the scripts: load them, send those again
+                for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
+                    script.sha = await self._redis.script_load(script.script)
+                again = await self._execute([batch[i] for i in missing])
+                for i, result in zip(missing, again, strict=True):
+                    results[i] = result
+        except Exception as exc:  # the connection failed: every caller hears it
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue  # its caller gave up (timeout)
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _execute(
+        self, batch: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, keys, args, _ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            return results
+
+
 class RedisStore:
     """`Store` on Redis (redis-py's asyncio client), with this process's memory to fall back on."""
 
@@ -154,6 +221,7 @@ class RedisStore:
         self.local = MemoryStore(clock=clock)
         self._down_since: float | None = None
         self._retry_at = 0.0
+        self._pipe = _Pipeliner(self._redis)
         self._scripts = {
             name: self._redis.register_script(source)
             for name, source in (
@@ -178,7 +246,8 @@ class RedisStore:
         now_ms = int(self._clock() * 1000)
         result = await self._call(
             "admit_relay",
-            lambda: self._scripts["admit"](
+            lambda: self._pipe.call(
+                self._scripts["admit"],
                 keys=[self.key("ticket", jti), self.key("relay", session_id)],
                 args=[int(expires_at * 1000), limit, int(lease_s * 1000), slot, now_ms],
             ),
@@ -199,7 +268,8 @@ class RedisStore:
     async def session_facts(self, session_id: str, quota: Quota) -> SessionFacts:
         result = await self._call(
             "session_facts",
-            lambda: self._scripts["facts"](
+            lambda: self._pipe.call(
+                self._scripts["facts"],
                 keys=[
                     self.key("rate", quota.key),
                     self.key("fallback", session_id),
@@ -222,7 +292,8 @@ class RedisStore:
         livekit = mode == "livekit"
         result = await self._call(
             "session_issued",
-            lambda: self._scripts["issued"](
+            lambda: self._pipe.call(
+                self._scripts["issued"],
                 keys=[self.key("counts"), self.key("livekit", session_id)],
                 args=[
                     f"{mode}:{reason}",
@@ -242,7 +313,8 @@ class RedisStore:
     ) -> FallbackFacts:
         result = await self._call(
             "fallback_reported",
-            lambda: self._scripts["fallback"](
+            lambda: self._pipe.call(
+                self._scripts["fallback"],
                 keys=[
                     self.key("rate", quota.key),
                     self.key("fallback", session_id),
@@ -281,8 +353,8 @@ class RedisStore:
     ) -> tuple[bool, str | None]:
         result = await self._call(
             "swap_breaker",
-            lambda: self._scripts["swap"](
-                keys=[self.key("breaker")], args=[old or "", new, _ms(ttl_s)]
+            lambda: self._pipe.call(
+                self._scripts["swap"], keys=[self.key("breaker")], args=[old or "", new, _ms(ttl_s)]
             ),
         )
         if isinstance(result, _Failed):
@@ -325,6 +397,7 @@ class RedisStore:
         return StoreHealth(self.kind, "ok")
 
     async def aclose(self) -> None:
+        await self._pipe.aclose()
         await self._redis.aclose()
 
     # -- failure handling -------------------------------------------------------------------
