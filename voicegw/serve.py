@@ -70,9 +70,16 @@ async def serve_gateway(
                 "Groq, Chatterbox and n8n are local simulators and every reply is simulated",
                 extra={"profile": profile},
             )
+        store = "redis" if settings.redis_url is not None else "memory"
         log.info(
-            "gateway starting", extra={"host": host, "port": port, "env": settings.voicegw_env}
+            "gateway starting",
+            extra={"host": host, "port": port, "env": settings.voicegw_env, "store": store},
         )
+        if store == "memory" and settings.voicegw_env == "production":
+            log.warning(
+                "shared state is in this process only: run one replica, or set REDIS_URL",
+                extra={"store": store},
+            )
         config = uvicorn.Config(
             create_app(settings, extra_routes=extra_routes),
             host=host,
