@@ -168,6 +168,10 @@ class _Pipeliner:
                 again = await self._execute([batch[i] for i in missing])
                 for i, result in zip(missing, again, strict=True):
                     results[i] = result
+        except asyncio.CancelledError:  # the store is closing
+            for *_, future in batch:
+                future.cancel()
+            raise
         except Exception as exc:  # the connection failed: every caller hears it
             for *_, future in batch:
                 if not future.done():
