@@ -20,7 +20,7 @@ from tests.redis_server import free_port
 from tests.stack import until
 from voicegw.serve import running_gateway
 
-from .conftest import API_KEY, Relay, relay_with
+from .conftest import API_KEY, Relay
 
 
 async def refused_code(relay: Relay, ticket: str) -> int:
@@ -187,8 +187,9 @@ async def test_one_session_id_holds_at_most_its_limit_of_relay_sessions(
 async def test_tickets_fail_closed_when_redis_is_unreachable(
     relay_env: dict[str, str], realtime: RealtimeSimulator, server_options: Any
 ) -> None:
-    env = {**relay_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    async with relay_with(env) as relay:
+    settings = load_settings({**relay_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    async with running_gateway(settings, **server_options) as served:
+        relay = Relay(served.server)
         ticket = await relay.ticket()  # routing goes on from memory
         error, code = await refusal(f"{relay.server.ws_url}/v1/realtime?ticket={ticket}")
     assert (code, error["code"], error["fatal"]) == (1013, "state_unavailable", True)
