@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Page, Request, Response, Route, WebSocket
+from playwright.sync_api import Page, Request, Response, WebSocket
 
 from simulators.openai_realtime import SAMPLE_RATE, Say
 
@@ -256,63 +256,6 @@ def test_the_launch_token_leaves_the_visible_url(
         if token in r.url or token in r.all_headers().get("referer", "")
     }
     assert carrying == {"/", "/v1/session"}
-
-
-def test_gateway_errors_show_as_text_and_the_page_keeps_retrying(
-    stack: Stack, page: Page, page_log: PageLog
-) -> None:
-    session_requests: list[str] = []
-
-    def on_request(request: Request) -> None:
-        if urlsplit(request.url).path == "/v1/session":
-            session_requests.append(request.url)
-
-    page.on("request", on_request)
-
-    page.goto(f"{stack.gateway.url}/?session=bad-token&launch=not-a-launch-token")
-
-    error = wait_for(
-        page,
-        "(() => { const e = document.getElementById('error-line');"
-        " return !e.hidden && e.textContent.includes('invalid_launch') && e.textContent; })()",
-        timeout_s=10,
-        log=page_log,
-    )
-    assert "session request failed: 401 invalid_launch" in error
-    wait_for(page, "window.voicePage.voice.status.attempt >= 3", timeout_s=15, log=page_log)
-    assert len(session_requests) >= 3
-    assert body_data(page)["phase"] == "connecting"
-    assert "retrying in" in page.locator("#status-line").inner_text()
-
-
-def test_a_rate_limited_page_asks_again_no_sooner_than_retry_after(
-    stack: Stack, page: Page, page_log: PageLog
-) -> None:
-    refused: list[str] = []
-
-    def rate_limit_once(route: Route) -> None:
-        if refused:
-            route.continue_()
-            return
-        refused.append(route.request.url)
-        route.fulfill(
-            status=429,
-            headers={"Retry-After": "2"},
-            content_type="application/json",
-            body=json.dumps({"error": {"code": "rate_limited", "message": "try again in 2 s"}}),
-        )
-
-    page.route("**/v1/session?*", rate_limit_once)
-    page.goto(stack.launch(mode="openai"))
-    # The first backoff is at most 0.5 s; Retry-After makes it 2 s.
-    wait_for(
-        page,
-        "document.getElementById('status-line').textContent.includes('retrying in 2 s')",
-        timeout_s=10,
-        log=page_log,
-    )
-    wait_for(page, "document.body.dataset.phase === 'connected'", timeout_s=15, log=page_log)
-    assert len(refused) == 1
 
 
 def test_disconnect_closes_the_relay_and_the_audio(
