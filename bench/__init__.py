@@ -1,1 +1,1 @@
-"""Benchmarks (not tests): run each as `python -m bench.<name>`; see each module's docstring."""
+"""Benchmarks (not tests): each module runs with `.venv/bin/python -m bench.<name>`."""

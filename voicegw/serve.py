@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import uvicorn
 from starlette.routing import BaseRoute
 
 from gateway.app import Gateway, create_app
-from gateway.breaker import Breaker
+from gateway.store import Store
 from pipelines.contracts import Settings
 from relay.client_leg import DirectWebSocketProtocol
 from simulators.server import RunningServer, serve
@@ -70,9 +71,16 @@ async def serve_gateway(
                 "Groq, Chatterbox and n8n are local simulators and every reply is simulated",
                 extra={"profile": profile},
             )
+        store = "redis" if settings.redis_url is not None else "memory"
         log.info(
-            "gateway starting", extra={"host": host, "port": port, "env": settings.voicegw_env}
+            "gateway starting",
+            extra={"host": host, "port": port, "env": settings.voicegw_env, "store": store},
         )
+        if store == "memory" and settings.voicegw_env == "production":
+            log.warning(
+                "shared state is in this process only: run one replica, or set REDIS_URL",
+                extra={"store": store},
+            )
         config = uvicorn.Config(
             create_app(settings, extra_routes=extra_routes),
             host=host,
@@ -99,12 +107,20 @@ class ServedGateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, *, breaker: Breaker | None = None, **overrides: Any
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    clock: Callable[[], float] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[ServedGateway]:
     """The gateway on a free port of 127.0.0.1 in this event loop until the block ends, served
-    as `voicegw serve` serves it (`overrides` amend its uvicorn options). `breaker` replaces
-    the one built from settings (tests give it a fake clock)."""
-    app = create_app(settings, breaker=breaker)
+    as `voicegw serve` serves it (`overrides` amend its uvicorn options). `store` and `clock`
+    replace the ones built from settings (tests)."""
+    app = create_app(settings, store=store, clock=clock or time.time)
+    gateway: Gateway = app.state.gateway
     options = {**SERVER_OPTIONS, **server_options(settings), **overrides}
-    async with serve(app, **options) as server:
-        yield ServedGateway(server, app.state.gateway)
+    try:
+        async with serve(app, **options) as server:
+            yield ServedGateway(server, gateway)
+    finally:
+        await gateway.aclose()

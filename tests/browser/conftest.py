@@ -284,8 +284,14 @@ class Stack:
 
     @property
     def fallbacks_reported(self) -> int:
-        count: int = self.loop.call(lambda: self.app.state.gateway.fallbacks_reported)
-        return count
+        """Fallback reports that counted (a session's first, as the admin view shows them)."""
+
+        async def counted() -> int:
+            overview = await self.app.state.gateway.router.overview()
+            reported: int = overview.counts.fallbacks_reported
+            return reported
+
+        return self.loop.run(counted())
 
     def received_audio(self) -> np.ndarray[Any, np.dtype[np.int16]]:
         """Every pcm16 sample the simulator was sent (`input_audio_buffer.append`), in order."""
@@ -334,7 +340,13 @@ def background_loop() -> Iterator[BackgroundLoop]:
 
 
 @pytest.fixture
-def stack(background_loop: BackgroundLoop) -> Iterator[Stack]:
+def gateway_env() -> dict[str, str]:
+    """More gateway environment for the stack; a test module overrides it (CORS origins)."""
+    return {}
+
+
+@pytest.fixture
+def stack(background_loop: BackgroundLoop, gateway_env: dict[str, str]) -> Iterator[Stack]:
     """A fresh simulator and gateway per test (cheap; the browser is the expensive part)."""
     loop = background_loop
     exits = contextlib.AsyncExitStack()
@@ -348,7 +360,9 @@ def stack(background_loop: BackgroundLoop) -> Iterator[Stack]:
 
     def build(server: RunningServer) -> Starlette:
         # Production settings (launch tokens required), pointed at the simulated providers.
-        environment = production_environment(server.url, **simulated.providers.env)
+        environment = production_environment(
+            server.url, **simulated.providers.env, **gateway_env
+        )
         built["environment"] = environment
         built["settings"] = settings = load_settings(environment)
         built["app"] = app = create_app(settings)
