@@ -226,6 +226,7 @@ class ParticipantMedia:
                     )
                 )
             )
+            self._bound()
             if missing:
                 self._participant.send(
                     SignalResponse(
@@ -247,6 +248,7 @@ class ParticipantMedia:
                 RTCSessionDescription(sdp=answer.sdp, type="answer")
             )
             await self._apply_candidates(1)
+            self._bound()
             if self._answer_pending:
                 self._answer_pending = False
                 self._renegotiate.set()
@@ -369,6 +371,12 @@ class ParticipantMedia:
             if subscription.transceiver is not None and subscription.transceiver.mid:
                 mid_to_track[subscription.transceiver.mid] = sid
         return missing
+
+    def _bound(self) -> None:
+        """The negotiation just completed carries every subscription with a transceiver."""
+        for subscription in self._subscriptions.values():
+            if subscription.transceiver is not None and subscription.transceiver.mid:
+                self._rooms.track_bound(self._room, subscription.track)
 
     def _bind(self, transceiver: RTCRtpTransceiver, subscription: _Subscription) -> None:
         transceiver.sender.replaceTrack(subscription.forwarded)

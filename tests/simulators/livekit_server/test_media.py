@@ -57,6 +57,13 @@ async def test_participants_hear_each_other_and_get_their_data(
         for listener, speaker in ((bob, "alice"), (carol, "alice"), (alice, "bob")):
             heard = await listener.wait_for("audio", _loud_from(speaker))
             assert heard["frames"] > 0
+        # Each publisher heard that its track got a subscriber (livekit-agents waits for it
+        # before it speaks), once per track.
+        published = await alice.wait_for("published")
+        subscribed = await alice.wait_for("local_track_subscribed")
+        assert subscribed["track_sid"] == published["track_sid"]
+        await bob.wait_for("local_track_subscribed")
+        assert [e["event"] for e in alice.events].count("local_track_subscribed") == 1
 
         # Data to bob alone, then to everyone: carol sees only the second (same sender,
         # reliable channel, so the first would have come before it).
