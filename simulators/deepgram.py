@@ -177,7 +177,9 @@ class _Stream:
                         "channels": 1,
                     }
                 )
-                await self.ws.close()
+                # The client may hang up right after CloseStream, before our close goes out.
+                with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                    await self.ws.close()
                 return
             self.sim.rejected.append(f"unknown control message {kind!r}")
             await self.ws.close(code=1008)
