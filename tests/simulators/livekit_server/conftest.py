@@ -169,9 +169,14 @@ class FakeWorker:
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(
-        cls, server: LiveKitServer, agent_name: str = "voice-agent"
+        cls,
+        server: LiveKitServer,
+        agent_name: str = "voice-agent",
+        *,
+        key: str = API_KEY,
+        secret: str = API_SECRET,
     ) -> AsyncIterator[FakeWorker]:
-        jwt = api.AccessToken(API_KEY, API_SECRET).with_grants(api.VideoGrants(agent=True))
+        jwt = api.AccessToken(key, secret).with_grants(api.VideoGrants(agent=True))
         async with connect(
             f"{server.ws_url}/agent",
             additional_headers={"Authorization": f"Bearer {jwt.to_jwt()}"},
