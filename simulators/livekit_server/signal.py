@@ -379,7 +379,7 @@ class _Session:
             which = request.WhichOneof("message")
             handler = self._handlers.get(which or "")
             if handler is None:
-                log.info("signal request ignored", extra={**self._fields(), "message": which})
+                log.info("signal request ignored", extra={**self._fields(), "request": which})
                 continue
             await handler(request)
         return self._participant.disconnect_reason
