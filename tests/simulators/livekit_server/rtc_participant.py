@@ -6,10 +6,11 @@ ICE candidates on the namespace's veth address. It prints one JSON event per lin
 reads one JSON command per line on stdin:
 
     events:   connected {join_ms, connected_ms, sid}, subscribed {participant, track_sid},
-              audio {participant, frames, peak, audible, first_loud_ms} (`audible`: samples
-              above the loudness threshold so far), data {participant, topic,
-              payload}, attributes {participant, attributes}, local_track_subscribed
-              {track_sid} (someone subscribed to what we publish), disconnected {reason}, error
+              audio {participant, track_sid, frames, peak, audible, first_loud_ms}
+              (`audible`: samples above the loudness threshold so far),
+              data {participant, topic, payload}, attributes {participant, attributes},
+              local_track_subscribed {track_sid} (someone subscribed to what we publish),
+              disconnected {reason}, error
     commands: publish_sine {freq, seconds, lead_silence_s}, publish_wav {path},
               send_data {payload, topic, destinations, reliable},
               set_attributes {attributes}, unpublish, leave
@@ -101,6 +102,7 @@ async def listen(track: rtc.Track, participant: rtc.RemoteParticipant) -> None:
             emit(
                 "audio",
                 participant=participant.identity,
+                track_sid=track.sid,
                 frames=frames,
                 peak=peak,
                 audible=audible,

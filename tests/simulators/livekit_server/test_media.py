@@ -86,3 +86,26 @@ async def test_participants_hear_each_other_and_get_their_data(
         assert seen["attributes"] == {"lk.agent.state": "speaking"}
 
     assert not room.participants
+
+
+async def test_a_listener_hears_whoever_takes_the_place_of_a_speaker_who_left(
+    media_server: LiveKitServer,
+) -> None:
+    """A page reloads: its participant leaves and comes back with the same identity and a
+    new microphone track; the agent, still in the room, must hear the new track."""
+    url = media_server.ws_url
+    async with RtcParticipant.start(url, token("agent"), "agent") as listener:
+        await listener.wait_for("connected")
+        for freq in (440, 660):
+            async with RtcParticipant.start(url, token("page"), "page") as page:
+                await page.wait_for("connected")
+                await page.command("publish_sine", freq=freq, seconds=3)
+                sid = (await page.wait_for("published"))["track_sid"]
+                heard = await listener.wait_for(
+                    "subscribed", lambda e, sid=sid: e["track_sid"] == sid
+                )
+                assert heard["participant"] == "page"
+                loud = await listener.wait_for(
+                    "audio", lambda e, sid=sid: e["track_sid"] == sid and e["peak"] > LOUD
+                )
+                assert loud["participant"] == "page" and loud["frames"] > 0
