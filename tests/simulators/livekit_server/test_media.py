@@ -20,6 +20,14 @@ pytestmark = pytest.mark.netns
 LOUD = 0.02 * 32767
 
 
+def _of_track(sid: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: event["track_sid"] == sid
+
+
+def _loud_on(sid: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: event["track_sid"] == sid and event["peak"] > LOUD
+
+
 def _loud_from(speaker: str) -> Callable[[dict[str, Any]], bool]:
     return lambda event: event["participant"] == speaker and event["peak"] > LOUD
 
@@ -101,11 +109,7 @@ async def test_a_listener_hears_whoever_takes_the_place_of_a_speaker_who_left(
                 await page.wait_for("connected")
                 await page.command("publish_sine", freq=freq, seconds=3)
                 sid = (await page.wait_for("published"))["track_sid"]
-                heard = await listener.wait_for(
-                    "subscribed", lambda e, sid=sid: e["track_sid"] == sid
-                )
+                heard = await listener.wait_for("subscribed", _of_track(sid))
                 assert heard["participant"] == "page"
-                loud = await listener.wait_for(
-                    "audio", lambda e, sid=sid: e["track_sid"] == sid and e["peak"] > LOUD
-                )
+                loud = await listener.wait_for("audio", _loud_on(sid))
                 assert loud["participant"] == "page" and loud["frames"] > 0
