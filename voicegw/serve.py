@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Sequence
+import signal
+import threading
+from collections.abc import AsyncIterator, Coroutine, Generator, Sequence
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -22,7 +25,7 @@ from pipelines.contracts import Settings
 from relay.client_leg import DirectWebSocketProtocol
 from simulators.server import RunningServer, serve
 
-from .simulate import simulated_stack
+from .simulate import simulated_livekit, simulated_stack
 
 log = logging.getLogger("voicegw.cli")
 
@@ -59,28 +62,74 @@ async def serve_gateway(
     extra_routes: Sequence[BaseRoute] = (),
 ) -> None:
     """Serve the gateway until the process is told to stop, as `voicegw serve` does (the relay
-    benchmark runs it through here too). `profile` runs every provider as a simulator."""
-    async with contextlib.AsyncExitStack() as stack:
-        if profile is not None:
-            simulated = await stack.enter_async_context(simulated_stack(settings, profile))
-            settings = simulated.settings
-            log.warning(
-                "SIMULATED PROVIDERS: no provider key is set, so OpenAI Realtime, Deepgram, "
-                "Groq, Chatterbox and n8n are local simulators and every reply is simulated",
-                extra={"profile": profile},
+    benchmark runs it through here too). `profile` runs every provider as a simulator, LiveKit
+    too: the stand-in in this process, and one agent worker process on the simulators."""
+    servers: list[uvicorn.Server] = []
+    with _stop_on_signals(servers) as signalled:
+        async with contextlib.AsyncExitStack() as stack:
+            if profile is not None:
+                simulated = await stack.enter_async_context(simulated_stack(settings, profile))
+                room = await stack.enter_async_context(
+                    simulated_livekit(simulated.settings, worker_env=simulated.providers.env)
+                )
+                settings = room.settings
+                log.warning(
+                    "SIMULATED PROVIDERS: no provider key is set, so OpenAI Realtime, Deepgram, "
+                    "Groq, Chatterbox, n8n and the LiveKit server are local simulators and "
+                    "every reply is simulated",
+                    extra={"profile": profile, "livekit_url": settings.livekit_url},
+                )
+            log.info(
+                "gateway starting", extra={"host": host, "port": port, "env": settings.voicegw_env}
             )
-        log.info(
-            "gateway starting", extra={"host": host, "port": port, "env": settings.voicegw_env}
-        )
-        config = uvicorn.Config(
-            create_app(settings, extra_routes=extra_routes),
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            **SERVER_OPTIONS,
-        )
-        await uvicorn.Server(config).serve()
+            config = uvicorn.Config(
+                create_app(settings, extra_routes=extra_routes),
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                **SERVER_OPTIONS,
+            )
+            server = _GatewayServer(config)
+            server.should_exit = bool(signalled)  # told to stop while starting
+            servers.append(server)
+            await server.serve()
+
+
+class _GatewayServer(uvicorn.Server):
+    """uvicorn with the process's signals left to `serve_gateway`: uvicorn re-raises a signal
+    as soon as it has shut down, which would end the process before what `serve_gateway`
+    started is stopped (the simulated LiveKit's agent worker is a child process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@contextlib.contextmanager
+def _stop_on_signals(servers: list[uvicorn.Server]) -> Generator[list[int], None, None]:
+    """SIGINT and SIGTERM stop `servers` (as uvicorn's own handling would, including a second
+    SIGINT forcing the exit) for the whole block, start-up and clean-up included; the block
+    gets the signals caught so far. Once it is over they are raised again, so the process ends
+    the way uvicorn ends it."""
+    captured: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield captured
+        return
+
+    def handle(sig: int, frame: FrameType | None) -> None:
+        captured.append(sig)
+        for server in servers:
+            server.handle_exit(sig, frame)
+
+    original = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield captured
+    finally:
+        for handled, handler in original.items():
+            signal.signal(handled, handler)
+    for caught in reversed(captured):
+        signal.raise_signal(caught)
 
 
 @dataclass(frozen=True)
