@@ -138,19 +138,22 @@ async def simulated_livekit(
     assert key is not None and secret is not None, "dev settings always have LiveKit keys"
     if server is None:
         server = LiveKitServer({key.get_secret_value(): secret.get_secret_value()})
-    async with server.serve(host), contextlib.AsyncExitStack() as stack:
-        check = settings.livekit_dispatch_check
-        settings = settings.model_copy(
-            update={
-                "livekit_url": server.ws_url,
-                "livekit_dispatch_check": True if check is None else check,
-            }
-        )
-        started = []
-        for number in range(1, workers + 1):
-            ports = {"METRICS_PORT": str(free_port()), "AGENT_HEALTH_PORT": str(free_port())}
-            env = agent_env(settings, {**worker_env, **ports})
-            name = "agent worker" if workers == 1 else f"agent worker {number}"
-            child = Supervised(agent_command(agent_mode), env=env, name=name, **supervise)
-            started.append(await stack.enter_async_context(child))
-        yield SimulatedLiveKit(server, started, settings)
+    # The workers outlive the server by a moment: it closes its rooms first (everyone hears
+    # why), as a LiveKit that goes away would; then they are stopped.
+    async with contextlib.AsyncExitStack() as started:
+        async with server.serve(host):
+            check = settings.livekit_dispatch_check
+            settings = settings.model_copy(
+                update={
+                    "livekit_url": server.ws_url,
+                    "livekit_dispatch_check": True if check is None else check,
+                }
+            )
+            children = []
+            for number in range(1, workers + 1):
+                ports = {"METRICS_PORT": str(free_port()), "AGENT_HEALTH_PORT": str(free_port())}
+                env = agent_env(settings, {**worker_env, **ports})
+                name = "agent worker" if workers == 1 else f"agent worker {number}"
+                child = Supervised(agent_command(agent_mode), env=env, name=name, **supervise)
+                children.append(await started.enter_async_context(child))
+            yield SimulatedLiveKit(server, children, settings)

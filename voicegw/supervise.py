@@ -36,14 +36,17 @@ class Supervised:
         *,
         env: Mapping[str, str],
         name: str,
+        restart: bool = True,
         stop_timeout_s: float = 15.0,
         stdout: IO[Any] | int | None = None,
         stderr: IO[Any] | int | None = None,
     ) -> None:
-        """`name` goes on every log line; `stdout`/`stderr` default to this process's."""
+        """`name` goes on every log line; `restart=False` only logs that the process ended;
+        `stdout`/`stderr` default to this process's."""
         self.argv = list(argv)
         self.env = dict(env)
         self.name = name
+        self.restart = restart
         self.stop_timeout_s = stop_timeout_s
         self._stdout = stdout
         self._stderr = stderr
@@ -99,6 +102,12 @@ class Supervised:
             self.started.clear()
             _kill_group(process.pid)  # job processes the dead worker left behind
             if self._stopping:
+                return
+            if not self.restart:
+                log.warning(
+                    "supervised process exited",
+                    extra={"child": self.name, "pid": process.pid, "exit": _describe_exit(code)},
+                )
                 return
             quick_failures = quick_failures + 1 if time.monotonic() - began < QUICK_FAILURE_S else 0
             delay = min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** max(0, quick_failures - 1))
