@@ -7,6 +7,7 @@ to stop; `running_gateway` serves one on a free port of 127.0.0.1 inside the cur
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -25,7 +26,7 @@ from pipelines.contracts import Settings
 from relay.client_leg import DirectWebSocketProtocol
 from simulators.server import RunningServer, serve
 
-from .simulate import simulated_livekit, simulated_stack
+from .simulate import SimulatedLiveKit, simulated_livekit, simulated_stack
 
 log = logging.getLogger("voicegw.cli")
 
@@ -65,12 +66,17 @@ async def serve_gateway(
     benchmark runs it through here too). `profile` runs every provider as a simulator, LiveKit
     too: the stand-in in this process, and one agent worker process on the simulators."""
     servers: list[uvicorn.Server] = []
+    room: SimulatedLiveKit | None = None
     with _stop_on_signals(servers) as signalled:
         async with contextlib.AsyncExitStack() as stack:
             if profile is not None:
                 simulated = await stack.enter_async_context(simulated_stack(settings, profile))
                 room = await stack.enter_async_context(
-                    simulated_livekit(simulated.settings, worker_env=simulated.providers.env)
+                    simulated_livekit(
+                        simulated.settings,
+                        worker_env=simulated.providers.env,
+                        start_workers=False,
+                    )
                 )
                 settings = room.settings
                 log.warning(
@@ -93,7 +99,24 @@ async def serve_gateway(
             server = _GatewayServer(config)
             server.should_exit = bool(signalled)  # told to stop while starting
             servers.append(server)
-            await server.serve()
+            serving = asyncio.create_task(server.serve())
+            try:
+                if room is not None and await _started(server, serving):
+                    await room.start_workers()
+                await serving
+            finally:
+                server.should_exit = True
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
+
+
+async def _started(server: uvicorn.Server, serving: asyncio.Task[None]) -> bool:
+    """Wait until `server` listens; False when it stopped first."""
+    while not server.started:
+        if serving.done():
+            return False
+        await asyncio.sleep(0.01)
+    return True
 
 
 class _GatewayServer(uvicorn.Server):

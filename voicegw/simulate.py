@@ -86,6 +86,12 @@ class SimulatedLiveKit:
     workers: list[Supervised]
     settings: Settings
 
+    async def start_workers(self) -> None:
+        """Start the workers `simulated_livekit(start_workers=False)` left waiting."""
+        for worker in self.workers:
+            if worker.starts == 0:
+                await worker.start()
+
 
 def agent_command(mode: str = "dev") -> list[str]:
     """`voicegw agent <mode>` in this interpreter, logging at this process's level."""
@@ -124,6 +130,7 @@ async def simulated_livekit(
     server: LiveKitServer | None = None,
     workers: int = 1,
     agent_mode: Literal["dev", "start"] = "dev",
+    start_workers: bool = True,
     **supervise: Any,
 ) -> AsyncIterator[SimulatedLiveKit]:
     """The LiveKit stand-in on `host` (its API keys: `settings`' LiveKit key and secret; a
@@ -131,7 +138,9 @@ async def simulated_livekit(
     on `worker_env` (the simulated providers' environment), each on ports of its own and
     restarted when it dies (`supervise`: `Supervised` options), until the block ends.
     `settings` come back pointed at the stand-in, with the gateway's dispatch check on unless
-    LIVEKIT_DISPATCH_CHECK says no."""
+    LIVEKIT_DISPATCH_CHECK says no. `start_workers=False` leaves the workers to
+    `SimulatedLiveKit.start_workers()` (`voicegw serve` starts them once it serves: a worker
+    loading LiveKit Agents takes the CPU the gateway's own start needs)."""
     from simulators.livekit_server import LiveKitServer
 
     key, secret = settings.livekit_api_key, settings.livekit_api_secret
@@ -155,5 +164,9 @@ async def simulated_livekit(
                 env = agent_env(settings, {**worker_env, **ports})
                 name = "agent worker" if workers == 1 else f"agent worker {number}"
                 child = Supervised(agent_command(agent_mode), env=env, name=name, **supervise)
-                children.append(await started.enter_async_context(child))
-            yield SimulatedLiveKit(server, children, settings)
+                started.push_async_callback(child.stop)
+                children.append(child)
+            room = SimulatedLiveKit(server, children, settings)
+            if start_workers:
+                await room.start_workers()
+            yield room

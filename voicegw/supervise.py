@@ -63,6 +63,12 @@ class Supervised:
         return process.pid if process is not None and process.returncode is None else None
 
     async def __aenter__(self) -> Supervised:
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        """Start the process and keep it running until `stop()` (once)."""
+        assert self._watcher is None and not self._stopping, "start() once, before stop()"
         try:
             async with self._spawning:
                 await self._spawn()
@@ -70,7 +76,6 @@ class Supervised:
             await self.stop()
             raise
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
-        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
