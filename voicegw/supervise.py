@@ -37,16 +37,21 @@ class Supervised:
         env: Mapping[str, str],
         name: str,
         restart: bool = True,
+        first_delay_s: float = FIRST_DELAY_S,
+        max_delay_s: float = MAX_DELAY_S,
         stop_timeout_s: float = 15.0,
         stdout: IO[Any] | int | None = None,
         stderr: IO[Any] | int | None = None,
     ) -> None:
         """`name` goes on every log line; `restart=False` only logs that the process ended;
+        a restart waits `first_delay_s`, doubled after each quick failure up to `max_delay_s`;
         `stdout`/`stderr` default to this process's."""
         self.argv = list(argv)
         self.env = dict(env)
         self.name = name
         self.restart = restart
+        self.first_delay_s = first_delay_s
+        self.max_delay_s = max_delay_s
         self.stop_timeout_s = stop_timeout_s
         self._stdout = stdout
         self._stderr = stderr
@@ -115,7 +120,7 @@ class Supervised:
                 )
                 return
             quick_failures = quick_failures + 1 if time.monotonic() - began < QUICK_FAILURE_S else 0
-            delay = min(MAX_DELAY_S, FIRST_DELAY_S * 2 ** max(0, quick_failures - 1))
+            delay = min(self.max_delay_s, self.first_delay_s * 2 ** max(0, quick_failures - 1))
             log.warning(
                 "supervised process exited, restarting",
                 extra={
