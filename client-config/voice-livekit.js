@@ -90,7 +90,9 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
         const unwatch = audio.watchOutputTrack(track.mediaStreamTrack);
         detachers.push(() => {
           unwatch();
-          for (const el of track.detach()) el.remove();
+          track.detach();
+          // livekit-client detaches a track itself when the room goes; the element is ours.
+          element.remove();
         });
       })
       .on(RoomEvent.AudioPlaybackStatusChanged, () => {
