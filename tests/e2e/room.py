@@ -211,11 +211,15 @@ def room_stack(
     *,
     server_options: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
+    profile: str = "instant",
+    providers: dict[str, Any] | None = None,
     **livekit: Any,
 ) -> Iterator[RoomStack]:
     """A RoomStack in `netns` until the block ends. `server_options` configure the stand-in
-    (`LiveKitServer`), `env` adds to the gateway's and workers' settings, `livekit` goes to
-    `simulated_livekit` (workers, agent_mode, supervise options)."""
+    (`LiveKitServer`), `env` adds to the gateway's and workers' settings, `profile` is the
+    simulators' latency profile, `providers` the simulators to serve (default: scripted for
+    QUESTION), `livekit` goes to `simulated_livekit` (workers, agent_mode, supervise
+    options)."""
     with netns.entered():
         loop = BackgroundLoop()  # its thread, and all it starts, live in the namespace
     exits = contextlib.AsyncExitStack()
@@ -224,7 +228,11 @@ def room_stack(
         async def start() -> RoomStack:
             settings = load_settings({**ROOM_ENV, **(env or {})})
             simulated = await exits.enter_async_context(
-                simulated_stack(settings, "instant", **scripted_providers())
+                simulated_stack(
+                    settings,
+                    profile,
+                    **(scripted_providers() if providers is None else providers),
+                )
             )
             server = LiveKitServer({LIVEKIT_KEY: LIVEKIT_SECRET}, **(server_options or {}))
             livekit_exits = contextlib.AsyncExitStack()
