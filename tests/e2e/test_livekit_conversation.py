@@ -42,7 +42,7 @@ from .room import (
     wait_for_registered,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.browser]
 
 LOUD = 0.02 * 32767
 STATES = ["initializing", "listening", "thinking", "speaking", "listening"]

@@ -22,7 +22,7 @@ from tests.netns import NetNamespace
 
 from .room import RoomStack, room_stack, speak_when_the_agent_is_there, wait_for_registered
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.browser]
 
 AGENT_TIMEOUT_S = 8  # the page's default (voice-client.js agentTimeoutMs)
 FELL_BACK = (

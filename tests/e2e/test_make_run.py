@@ -29,7 +29,7 @@ from tests.voicegw.test_agent import Lines
 
 from .room import audible_seconds, speak_when_the_agent_is_there
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.browser]
 
 PORT = 8080  # make run's; the namespace is the test's own
 JWT = re.compile(r"eyJ[\w-]{10,}\.[\w-]{10,}\.[\w-]{10,}")
