@@ -44,7 +44,7 @@
     get: () => voicePage,
     set(value) {
       voicePage = value;
-      value.voice.on("transcript.assistant", (m) => m.final && (bench.answers += 1));
+      value.voice?.on("transcript.assistant", (m) => m.final && (bench.answers += 1));
     },
   });
 

@@ -3,16 +3,28 @@
 //
 // It resolves with a fallback reason when LiveKit does not connect, when no agent joins within
 // the timeout, or when the room drops for good; the caller then asks the gateway for the
-// openai session. livekit-client is served by the gateway from vendor/ (pinned npm package).
+// openai session. A microphone the browser will not open is not LiveKit's failure: it resolves
+// with `{ microphone }` instead, and the caller retries without blaming LiveKit.
+// livekit-client is served by the gateway from vendor/ (pinned npm package).
 
-import { MICROPHONE } from "./voice-audio.js";
+import { describeMicrophone, MICROPHONE } from "./voice-audio.js";
 import { parseStateMessage, STATE_TOPIC } from "./voice-messages.js";
+
+// getUserMedia's refusals, which livekit-client passes on unwrapped.
+const DEVICE_ERRORS = new Set([
+  "NotAllowedError",
+  "NotFoundError",
+  "NotReadableError",
+  "OverconstrainedError",
+  "SecurityError",
+]);
 
 const LIVEKIT_MODULE = "./vendor/livekit-client.esm.mjs";
 
 /**
  * Run one livekit session. Resolves with `{ fallback: { code, detail } }` when the page should
- * switch to openai mode, or `{ fallback: null }` when `signal` was aborted. Never rejects.
+ * switch to openai mode, `{ microphone: reason }` when the microphone cannot open, or
+ * `{ fallback: null }` when `signal` was aborted. Never rejects.
  */
 export async function runLiveKit({ config, audio, emit, status, signal, log, agentTimeoutMs }) {
   let lk;
@@ -35,7 +47,7 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
     let connected = false;
     let agentTimer = null;
 
-    const finish = (fallback) => {
+    const finish = (fallback, microphone = null) => {
       if (settled) return;
       settled = true;
       clearTimeout(agentTimer);
@@ -43,7 +55,7 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
       for (const detach of detachers) detach();
       room.removeAllListeners();
       room.disconnect().catch(() => {});
-      resolve({ fallback });
+      resolve(microphone ? { fallback: null, microphone } : { fallback });
     };
     const onAbort = () => finish(null);
     signal.addEventListener("abort", onAbort, { once: true });
@@ -126,6 +138,10 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
       audio.watchInputTrack(mic?.track?.mediaStreamTrack);
     };
     start().catch((err) => {
+      if (connected && DEVICE_ERRORS.has(err?.name)) {
+        finish(null, describeMicrophone(err));
+        return;
+      }
       finish(
         connected
           ? { code: "microphone", detail: `could not publish the microphone: ${describe(err)}` }

@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -330,6 +332,7 @@ def create_app(
         routes.append(Mount("/static", StaticFiles(directory=PAGE_DIR), name="static"))
     app = Starlette(
         routes=routes,
+        middleware=_cors(settings.cors_origins),
         exception_handlers={
             ApiError: _api_error,
             GatewayError: _gateway_error,
@@ -339,6 +342,25 @@ def create_app(
     )
     app.state.gateway = gw
     return app
+
+
+def _cors(origins: Sequence[str]) -> list[Middleware]:
+    """Pages hosted on another origin (GATEWAY_CORS_ORIGINS) may ask for sessions and report
+    fallbacks. No cookies are involved: the launch token travels as a parameter or a bearer
+    header, so credentials stay off. The relay's WebSocket is not subject to CORS; its ticket
+    is what admits a page."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    ]
 
 
 @contextlib.asynccontextmanager

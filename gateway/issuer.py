@@ -86,10 +86,12 @@ def check_user(value: str | None) -> str | None:
 
 
 def parse_mode(value: str | None) -> Mode | None:
-    if value is None or value == "":
+    """A `?mode=` value. Case does not matter: people type `LiveKit` into page URLs."""
+    if value is None or value.strip() == "":
         return None
+    folded = value.strip().lower()
     for mode in MODES:
-        if value == mode:
+        if folded == mode:
             return mode
     raise InvalidRequest("invalid_mode", f"mode must be one of: {', '.join(MODES)}")
 

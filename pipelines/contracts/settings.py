@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     livekit_token_ttl_seconds: int = Field(900, ge=60, le=86_400)
     relay_ticket_ttl_seconds: int = Field(60, ge=5, le=60)
     launch_token_ttl_seconds: int = Field(86_400, ge=60, le=7 * 86_400)
+    # Origins of pages hosted elsewhere that may call the gateway (comma-separated); none: only
+    # the page the gateway serves itself.
+    gateway_cors_origins: str = ""
 
     # LiveKit.
     livekit_url: str | None = None
@@ -178,6 +181,11 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a {'/'.join(_SCHEMES[name])} URL")
         return value.rstrip("/")
 
+    @field_validator("gateway_cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        return ",".join(_origin(item) for item in value.split(",") if item.strip())
+
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
         if self.voicegw_env != "production":
@@ -200,6 +208,11 @@ class Settings(BaseSettings):
         items = (item.strip().lower() for item in self.voice_livekit_allowlist.split(","))
         return frozenset(item for item in items if item)
 
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """Origins allowed to call the gateway from a page hosted elsewhere (normalized)."""
+        return tuple(item for item in self.gateway_cors_origins.split(",") if item)
+
     def value_of(self, env_name: str) -> object | None:
         """The configured value of an environment variable name (None when unset)."""
         value: object | None = getattr(self, env_name.lower())
@@ -221,6 +234,26 @@ class Settings(BaseSettings):
     def missing_for(self, mode: Mode) -> list[str]:
         """Names of the variables `mode` needs that are not set."""
         return [name for name in MODE_REQUIREMENTS[mode] if self.value_of(name) is None]
+
+
+def _origin(item: str) -> str:
+    """One allowlisted origin, as browsers send it in `Origin`: scheme://host[:port]."""
+    text = item.strip()
+    if text == "*":
+        raise ValueError("list the origins; * is not accepted")
+    parts = urlsplit(text)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise ValueError(f"{text!r} is not an origin like https://app.example.com")
+    default_port = {"http": 80, "https": 443}[parts.scheme]
+    port = f":{parts.port}" if parts.port not in (None, default_port) else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

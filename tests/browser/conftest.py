@@ -330,7 +330,13 @@ def background_loop() -> Iterator[BackgroundLoop]:
 
 
 @pytest.fixture
-def stack(background_loop: BackgroundLoop) -> Iterator[Stack]:
+def gateway_env() -> dict[str, str]:
+    """More gateway environment for the stack; a test module overrides it (CORS origins)."""
+    return {}
+
+
+@pytest.fixture
+def stack(background_loop: BackgroundLoop, gateway_env: dict[str, str]) -> Iterator[Stack]:
     """A fresh simulator and gateway per test (cheap; the browser is the expensive part)."""
     loop = background_loop
     exits = contextlib.AsyncExitStack()
@@ -344,7 +350,9 @@ def stack(background_loop: BackgroundLoop) -> Iterator[Stack]:
 
     def build(server: RunningServer) -> Starlette:
         # Production settings (launch tokens required), pointed at the simulated providers.
-        environment = production_environment(server.url, **simulated.providers.env)
+        environment = production_environment(
+            server.url, **simulated.providers.env, **gateway_env
+        )
         built["environment"] = environment
         built["settings"] = settings = load_settings(environment)
         built["app"] = app = create_app(settings)

@@ -27,7 +27,7 @@
     get: () => voicePage,
     set(value) {
       voicePage = value;
-      value.voice.on("message", (message) => probe.messages.push(message));
+      value.voice?.on("message", (message) => probe.messages.push(message));
     },
   });
 

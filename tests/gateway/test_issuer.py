@@ -36,3 +36,9 @@ def test_the_issuer_raises_domain_errors_naming_the_problem() -> None:
     with pytest.raises(InvalidRequest) as session_id:
         check_session_id("not a session id")
     assert session_id.value.code == "invalid_session_id"
+
+
+@pytest.mark.parametrize(("given", "mode"), [("LiveKit", "livekit"), (" OPENAI ", "openai")])
+def test_the_mode_parameter_is_case_insensitive(given: str, mode: str) -> None:
+    assert parse_mode(given) == mode
+    assert parse_mode("") is None

@@ -118,3 +118,21 @@ def test_selectable_modes_follow_the_routing_rules() -> None:
 def test_urls_are_normalised() -> None:
     settings = load_settings({"N8N_WEBHOOK_BASE_URL": "https://n8n.example.com/webhook/"})
     assert settings.n8n_webhook_base_url == "https://n8n.example.com/webhook"
+
+
+def test_cors_origins_are_normalised_origins() -> None:
+    settings = load_settings(
+        {"GATEWAY_CORS_ORIGINS": " HTTPS://Page.Example.com/ ,http://127.0.0.1:5173,,"}
+    )
+    assert settings.cors_origins == ("https://page.example.com", "http://127.0.0.1:5173")
+    assert load_settings({}).cors_origins == ()
+    default_port = load_settings({"GATEWAY_CORS_ORIGINS": "https://page.example.com:443"})
+    assert default_port.cors_origins == ("https://page.example.com",)
+
+
+@pytest.mark.parametrize(
+    "value", ["*", "page.example.com", "https://page.example.com/app", "ftp://page.example.com"]
+)
+def test_cors_origins_refuse_what_is_not_an_origin(value: str) -> None:
+    with pytest.raises(ConfigError, match="GATEWAY_CORS_ORIGINS"):
+        load_settings({"GATEWAY_CORS_ORIGINS": f"https://ok.example.com,{value}"})
