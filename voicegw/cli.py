@@ -199,7 +199,7 @@ def launch(meeting_url: str, mode: str | None, user: str | None) -> None:
 
     from gateway.app import Gateway
     from gateway.errors import GatewayError
-    from gateway.issuer import LaunchRequest
+    from gateway.issuer import LaunchRequest, LaunchResponse
     from pipelines.contracts.validation import describe_validation_error
 
     settings = settings_or_exit()
@@ -209,8 +209,15 @@ def launch(meeting_url: str, mode: str | None, user: str | None) -> None:
         )
     except ValidationError as exc:
         fail(describe_validation_error(exc), 1)
+    async def run() -> LaunchResponse:
+        gateway = Gateway(settings)
+        try:
+            return await gateway.launcher.launch(request)
+        finally:
+            await gateway.aclose()
+
     try:
-        result = asyncio.run(Gateway(settings).launcher.launch(request))
+        result = asyncio.run(run())
     except GatewayError as exc:
         fail(exc.message, 1)
     click.echo(result.model_dump_json())

@@ -12,7 +12,8 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Coroutine, Generator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -21,7 +22,7 @@ import uvicorn
 from starlette.routing import BaseRoute
 
 from gateway.app import Gateway, create_app
-from gateway.breaker import Breaker
+from gateway.store import Store
 from pipelines.contracts import Settings
 from relay.client_leg import DirectWebSocketProtocol
 from simulators.server import RunningServer, serve
@@ -85,9 +86,16 @@ async def serve_gateway(
                     "every reply is simulated",
                     extra={"profile": profile, "livekit_url": settings.livekit_url},
                 )
+            store = "redis" if settings.redis_url is not None else "memory"
             log.info(
-                "gateway starting", extra={"host": host, "port": port, "env": settings.voicegw_env}
+                "gateway starting",
+                extra={"host": host, "port": port, "env": settings.voicegw_env, "store": store},
             )
+            if store == "memory" and settings.voicegw_env == "production":
+                log.warning(
+                    "shared state is in this process only: run one replica, or set REDIS_URL",
+                    extra={"store": store},
+                )
             config = uvicorn.Config(
                 create_app(settings, extra_routes=extra_routes),
                 host=host,
@@ -169,11 +177,19 @@ class ServedGateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, *, breaker: Breaker | None = None, **server_options: Any
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    clock: Callable[[], float] | None = None,
+    **server_options: Any,
 ) -> AsyncIterator[ServedGateway]:
     """The gateway on a free port of 127.0.0.1 in this event loop until the block ends, served
-    as `voicegw serve` serves it (`server_options` amend `SERVER_OPTIONS`). `breaker` replaces
-    the one built from settings (tests give it a fake clock)."""
-    app = create_app(settings, breaker=breaker)
-    async with serve(app, **{**SERVER_OPTIONS, **server_options}) as server:
-        yield ServedGateway(server, app.state.gateway)
+    as `voicegw serve` serves it (`server_options` amend `SERVER_OPTIONS`). `store` and
+    `clock` replace the ones built from settings (tests)."""
+    app = create_app(settings, store=store, clock=clock or time.time)
+    gateway: Gateway = app.state.gateway
+    try:
+        async with serve(app, **{**SERVER_OPTIONS, **server_options}) as server:
+            yield ServedGateway(server, gateway)
+    finally:
+        await gateway.aclose()

@@ -22,7 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .session_config import MODES, Mode
+from .routing import RoutingPolicy
+from .session_config import Mode
 from .validation import validation_problems
 
 log = logging.getLogger("voicegw.settings")
@@ -162,12 +163,35 @@ class Settings(BaseSettings):
     agent_max_sessions: int = Field(4, ge=1, le=1000)
     agent_health_port: int = Field(8081, ge=0, le=65_535)  # `start` only; 0: any free port
 
+    # -- several replicas: shared state, and what one caller may use ----------------------
+    # Unset: state in this process's memory (one replica). A secret: it may carry a password.
+    redis_url: SecretStr | None = None
+    redis_key_prefix: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+    # Bound on each call to Redis; beyond it the call counts as failed (DESIGN.md, README
+    # "Several replicas").
+    redis_timeout_seconds: float = Field(0.5, gt=0, le=10)
+    # `/v1/session` and `/v1/session/fallback` per launch token (per client address without one).
+    session_rate_limit: int = Field(30, ge=1, le=100_000)
+    session_rate_window_seconds: float = Field(60.0, gt=0, le=3600)
+    # Concurrent relay sessions one session id may hold (a reload overlaps the closing one).
+    relay_max_sessions_per_id: int = Field(2, ge=1, le=100)
+
     @field_validator("gateway_secret")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         # Says nothing of the value, not even its length.
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        # Names the schemes, never the URL (it may carry a password).
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+                raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
     @field_validator(*_SCHEMES)
@@ -193,7 +217,7 @@ class Settings(BaseSettings):
         missing = [n for n in ("GATEWAY_SECRET", "GATEWAY_API_KEY") if self.value_of(n) is None]
         if "gateway_public_url" not in self.model_fields_set:
             missing.append("GATEWAY_PUBLIC_URL")
-        for mode in sorted(self.selectable_modes()):
+        for mode in sorted(RoutingPolicy.from_settings(self).selectable_modes()):
             missing += [n for n in MODE_REQUIREMENTS[mode] if self.value_of(n) is None]
         if missing:
             names = ", ".join(dict.fromkeys(missing))
@@ -217,19 +241,6 @@ class Settings(BaseSettings):
         """The configured value of an environment variable name (None when unset)."""
         value: object | None = getattr(self, env_name.lower())
         return value
-
-    def selectable_modes(self) -> frozenset[Mode]:
-        """Modes that routing can choose with this configuration."""
-        if self.voice_force_mode is not None:
-            return frozenset({self.voice_force_mode})
-        modes: set[Mode] = {self.voice_default_mode}
-        if self.voice_allow_mode_override:
-            modes |= set(MODES)
-        if self.allowlist or self.voice_livekit_rollout_percent > 0:
-            modes.add("livekit")
-        if "livekit" in modes:
-            modes.add("openai")  # the fallback target of every livekit session
-        return frozenset(modes)
 
     def missing_for(self, mode: Mode) -> list[str]:
         """Names of the variables `mode` needs that are not set."""

@@ -139,7 +139,7 @@ def body_data(page: Page) -> dict[str, str]:
 
 
 def fallbacks(meeting: RoomStack) -> int:
-    return meeting.call(lambda: meeting.gateway.gateway.fallbacks_reported)
+    return meeting.fallbacks_reported()
 
 
 def participants(meeting: RoomStack, session_id: str) -> dict[str, list[str]]:

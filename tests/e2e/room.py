@@ -155,6 +155,17 @@ class RoomStack:
         result: dict[str, Any] = self.run(get())
         return result
 
+    def fallbacks_reported(self) -> int:
+        """Fallback reports the gateway counted (a session's first, as its admin view says)."""
+
+        async def counted() -> int:
+            overview = await self.gateway.gateway.router.overview()
+            reported: int = overview.counts.fallbacks_reported
+            return reported
+
+        result: int = self.run(counted())
+        return result
+
     def room(self, session_id: str) -> Room | None:
         return self.call(lambda: self.server.rooms.rooms.get(f"meeting_{session_id}"))
 

@@ -72,7 +72,7 @@ def created_dispatches(meeting: RoomStack) -> int:
 def fallbacks(meeting: RoomStack) -> int:
     """Fallback reports the gateway has had (a page that outlives its test's room, closed
     at the end, may report one after it)."""
-    return meeting.call(lambda: meeting.gateway.gateway.fallbacks_reported)
+    return meeting.fallbacks_reported()
 
 
 def emails_for(meeting: RoomStack, session_id: str) -> list[dict[str, Any]]:

@@ -84,7 +84,7 @@ def test_the_worker_dies_mid_conversation_and_the_page_carries_on_in_openai_mode
     # The gateway's breaker counted the report.
     breaker = readiness(meeting)["breaker"]
     assert breaker["failures_in_window"] == failures + 1
-    assert meeting.call(lambda: meeting.gateway.gateway.fallbacks_reported) == 1
+    assert meeting.fallbacks_reported() == 1
 
     # The supervisor started the worker again, said so, and it is back in service.
     wait_for_registered(meeting)
@@ -109,4 +109,4 @@ def test_livekit_goes_away_mid_conversation_and_the_page_carries_on_in_openai_mo
     wait_for(page, FELL_BACK.format("room_disconnected"), timeout_s=15, log=page_log)
     assert "room_disconnected: the room dropped (SERVER_SHUTDOWN)" in "\n".join(page_log.lines)
     wait_for(page, OPENAI_ANSWERED, timeout_s=45, log=page_log)
-    assert meeting.call(lambda: meeting.gateway.gateway.fallbacks_reported) == 1
+    assert meeting.fallbacks_reported() == 1

@@ -17,7 +17,7 @@ from livekit.protocol.agent_dispatch import AgentDispatch, AgentDispatchState, R
 from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.room import RoomConfiguration
 
-from gateway.breaker import Breaker
+from gateway.breaker import BreakerRules
 from gateway.dispatch import (
     JOIN_GRACE_S,
     LiveKitProber,
@@ -25,7 +25,10 @@ from gateway.dispatch import (
     agent_in_room,
     dispatch_is_pending,
 )
+from gateway.router import Router
+from gateway.store import MemoryStore
 from pipelines.contracts import DispatchMetadata
+from pipelines.contracts.routing import RoutingPolicy
 from simulators.livekit_server import LiveKitServer
 from tests.simulators.livekit_server.conftest import FakeWorker, SignalClient, token
 from tests.stack import SECRETS, FakeClock, gateway_env, metric, served_gateway
@@ -299,7 +302,8 @@ async def test_dispatch_check_is_off_in_dev_unless_asked(livekit: LiveKitServer)
 
 
 async def test_active_probe_failures_open_the_breaker(clock: FakeClock) -> None:
-    b = Breaker(threshold=3, window_s=60, cooldown_s=30, probe_window_s=20, clock=clock)
+    rules = BreakerRules(threshold=3, window_s=60, cooldown_s=30, probe_window_s=20)
+    router = Router(RoutingPolicy(), rules, MemoryStore(), clock=clock)
     stand_in = LiveKitServer({KEY: SECRET})
     sleeps: list[float] = []
     stop = asyncio.Event()
@@ -311,10 +315,12 @@ async def test_active_probe_failures_open_the_breaker(clock: FakeClock) -> None:
             await asyncio.Event().wait()  # park here until cancelled
 
     async with stand_in.serve():
-        prober = LiveKitProber(checker(stand_in), b, interval_s=15, sleep=fake_sleep)
+        prober = LiveKitProber(
+            checker(stand_in), router.probe_failed, interval_s=15, sleep=fake_sleep
+        )
         assert await prober.probe_once() is True
         assert [c.method for c in stand_in.twirp.calls] == ["ListRooms"]
-    assert b.state() == "closed"
+    assert (await router.breaker()).state == "closed"
     # The server is gone: every probe fails.
     task = asyncio.create_task(prober.run())
     await stop.wait()
@@ -323,5 +329,5 @@ async def test_active_probe_failures_open_the_breaker(clock: FakeClock) -> None:
         await task
     assert sleeps == [15, 15, 15, 15]
     assert prober.failures == 4
-    assert b.state() == "open"
+    assert (await router.breaker()).state == "open"
     assert prober.last_ok is False
