@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -65,6 +66,10 @@ def main(log_level: str) -> None:
 @profile_option
 def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
     """Run the gateway (session issuing, relay, page)."""
+    import warnings
+
+    import jwt
+
     from .serve import run_server, serve_gateway
     from .simulate import simulate_by_default
 
@@ -73,6 +78,10 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
         simulate = simulate_by_default(settings)
     if simulate and settings.voicegw_env == "production":
         fail("--simulate is for dev; production talks to real providers")
+    logging.captureWarnings(True)  # a library's warning is one more JSON line, not raw text
+    # LiveKit API secrets are LiveKit's to choose (`livekit-server --dev` uses "secret"); the
+    # server API client and, simulated, the LiveKit stand-in sign and verify with it.
+    warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
     run_server(serve_gateway(settings, host, port, profile=profile if simulate else None))
 
 

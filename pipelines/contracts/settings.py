@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     # Re-dispatch the agent when a page re-joins a live room; unset: on in production only.
     livekit_dispatch_check: bool | None = None
     metrics_port: int = Field(9100, ge=1, le=65_535)  # the LiveKit worker's /metrics
+    # The worker's capacity: it reports active sessions / this as its load and is full at 1.
+    agent_max_sessions: int = Field(4, ge=1, le=1000)
+    agent_health_port: int = Field(8081, ge=0, le=65_535)  # `start` only; 0: any free port
 
     # -- several replicas: shared state, and what one caller may use ----------------------
     # Unset: state in this process's memory (one replica). A secret: it may carry a password.

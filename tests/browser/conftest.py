@@ -84,10 +84,12 @@ class BackgroundLoop:
         return self.run(call())
 
     def close(self) -> None:
+        """Cancel what is left, stop the loop and close it, all on its own thread (the calling
+        thread may be running a loop of its own: Playwright's sync API does)."""
         self.run(_cancel_others())
+        self.run(self.loop.shutdown_asyncgens())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
 
 
