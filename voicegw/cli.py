@@ -16,6 +16,7 @@ from typing import NoReturn
 import click
 
 from pipelines.contracts import MODES, ConfigError, Mode, Settings, load_settings
+from pipelines.contracts.settings import Process
 from simulators.profiles import PROFILES
 
 from .logs import configure_logging
@@ -34,10 +35,10 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def settings_or_exit() -> Settings:
+def settings_or_exit(process: Process = "gateway", *, dev_defaults: bool = True) -> Settings:
     """Settings from the environment; a bad configuration exits 2 naming every bad variable."""
     try:
-        return load_settings()
+        return load_settings(process=process, dev_defaults=dev_defaults)
     except ConfigError as exc:
         fail(str(exc))
 
@@ -181,19 +182,28 @@ def compare(
 @click.option("--meeting-url", required=True, help="the meeting the Recall.ai bot joins")
 @click.option("--mode", type=click.Choice(MODES), default=None)
 @click.option("--user", default=None, help="user id or e-mail (allowlist, rollout key)")
-def launch(meeting_url: str, mode: str | None, user: str | None) -> None:
+@click.option(
+    "--gateway",
+    "gateway_url",
+    default=None,
+    metavar="URL",
+    help="have the running gateway at URL launch (POST /v1/launch with GATEWAY_API_KEY)",
+)
+def launch(meeting_url: str, mode: str | None, user: str | None, gateway_url: str | None) -> None:
     """Create a session and the Recall.ai bot that loads its page; print the JSON result.
 
-    Runs the same code as POST /v1/launch, in this process (no gateway needs to be running,
-    but the page URL points at GATEWAY_PUBLIC_URL, so one must serve it there)."""
+    With --gateway, the running gateway launches, and the page URL is one it accepts. Without
+    it, this process runs the same code as POST /v1/launch, signing the launch token with
+    GATEWAY_SECRET, which must then be the running gateway's (refused when unset)."""
     from pydantic import ValidationError
 
-    from gateway.app import Gateway
     from gateway.errors import GatewayError
     from gateway.issuer import LaunchRequest
+    from gateway.launcher import page_problems
     from pipelines.contracts.validation import describe_validation_error
 
-    settings = settings_or_exit()
+    from .launch import NO_SECRET, LaunchFailed, check_gateway_url, launch_local, launch_remote
+
     try:
         request = LaunchRequest.model_validate(
             {"meeting_url": meeting_url, "mode": mode, "user": user}
@@ -201,10 +211,39 @@ def launch(meeting_url: str, mode: str | None, user: str | None) -> None:
     except ValidationError as exc:
         fail(describe_validation_error(exc), 1)
     try:
-        result = asyncio.run(Gateway(settings).launcher.launch(request))
+        if gateway_url is not None:
+            gateway_url = check_gateway_url(gateway_url)
+            settings = settings_or_exit("client")
+            if settings.gateway_api_key is None:
+                fail("--gateway needs GATEWAY_API_KEY, the running gateway's API key")
+            api_key = settings.gateway_api_key.get_secret_value()
+            result = launch_remote(gateway_url, api_key, request)
+        else:
+            settings = settings_or_exit(dev_defaults=False)
+            if settings.gateway_secret is None:
+                fail(NO_SECRET)
+            _warn_about_page(page_problems(settings.page_url), settings.page_url)
+            result = asyncio.run(launch_local(settings, request))
+    except LaunchFailed as exc:
+        fail(str(exc), 1)
     except GatewayError as exc:
         fail(exc.message, 1)
+    if gateway_url is not None:
+        page = result.page_url.split("?", 1)[0]
+        _warn_about_page(page_problems(page), page)
     click.echo(result.model_dump_json())
+
+
+def _warn_about_page(problems: list[str], page: str) -> None:
+    """Say, before the bot is sent there when we can, why the page will not work in it."""
+    if problems:
+        click.echo(
+            f"voicegw launch: warning: the page {page} will not work in the meeting: "
+            + "; ".join(problems)
+            + ". Serve it over https at a public address (GATEWAY_PUBLIC_URL, or "
+            "GATEWAY_PAGE_URL for a page hosted elsewhere)",
+            err=True,
+        )
 
 
 @main.command()

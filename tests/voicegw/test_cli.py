@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -195,11 +196,68 @@ async def test_cli_launch_runs_the_same_code_in_process(
     for value in SECRETS.values():
         assert value not in out + err
 
+    assert "warning" not in err  # a public https page: nothing to say
+
     code, out, err = await _voicegw(env, "launch", "--meeting-url", "not a url")
     assert code == 1
     assert out == ""
     assert "meeting_url must be an absolute https URL" in err
     assert len(recall.bots) == 1
+
+
+async def test_cli_launch_in_dev_refuses_a_secret_of_its_own(
+    recall: RecallSimulator, recall_server: RunningServer
+) -> None:
+    """A dev process would sign the launch token with a temporary secret of its own, which
+    the running gateway refuses: it says so instead, and no bot is created."""
+    env = {"PATH": os.environ.get("PATH", ""), **gateway_env(RECALL_API_BASE=recall_server.url)}
+    del env["GATEWAY_SECRET"]
+    code, out, err = await _voicegw(env, "launch", "--meeting-url", TEAMS)
+    assert (code, out) == (2, "")
+    [line] = err.splitlines()
+    assert "GATEWAY_SECRET is not set" in line and "--gateway URL" in line
+    assert recall.bots == []
+
+
+async def test_cli_launch_through_the_running_gateway_makes_a_page_it_accepts(
+    recall: RecallSimulator, recall_server: RunningServer
+) -> None:
+    served = {
+        **{k: v for k, v in SECRETS.items() if k != "GATEWAY_SECRET"},  # dev: its own secret
+        "RECALL_API_BASE": recall_server.url,
+        "OPENAI_API_KEY": "sk-cli-test",
+    }
+    client_env = {"PATH": os.environ.get("PATH", ""), "GATEWAY_API_KEY": SECRETS["GATEWAY_API_KEY"]}
+    with running_gateway(served) as url:
+        code, out, err = await _voicegw(
+            client_env, "launch", "--gateway", url, "--meeting-url", TEAMS, "--mode", "openai"
+        )
+        assert code == 0, err
+        result = json.loads(out)
+        [bot] = recall.bots
+        assert result["bot_id"] == bot.id
+        launch = parse_qs(urlsplit(result["page_url"]).query)["launch"][0]
+        async with httpx.AsyncClient(base_url=url) as client:
+            session = await client.get("/v1/session", params={"launch": launch})
+        assert session.status_code == 200, session.text
+        assert session.json()["session_id"] == result["session_id"]
+
+        # The page is this machine's, over http: Recall.ai can neither reach it nor give it a
+        # microphone, and the warning says both (without the launch token).
+        [warning] = err.splitlines()
+        assert "warning" in warning and "Recall.ai cannot reach 127.0.0.1" in warning
+        assert "no microphone" in warning and "GATEWAY_PUBLIC_URL" in warning
+        assert launch not in warning
+
+        # The gateway's own refusal comes back, and a wrong key is not echoed.
+        wrong = {**client_env, "GATEWAY_API_KEY": "not-the-key"}
+        code, out, err = await _voicegw(wrong, "launch", "--gateway", url, "--meeting-url", TEAMS)
+        assert (code, out) == (1, "")
+        assert "the gateway refused (401 unauthorized)" in err and "not-the-key" not in err
+    code, _, err = await _voicegw(
+        client_env, "launch", "--gateway", "http://gw.example.com", "--meeting-url", TEAMS
+    )
+    assert code == 1 and "--gateway must be https" in err
 
 
 async def _voicegw(env: dict[str, str], *args: str) -> tuple[int, str, str]:
