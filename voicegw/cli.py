@@ -61,20 +61,28 @@ def main(log_level: str) -> None:
 @click.option(
     "--simulate/--no-simulate",
     default=None,
-    help="run every provider as a local simulator [default: on in dev when no provider key is set]",
+    help="run every provider as a local simulator, or none "
+    "[default: in dev, each provider without a key]",
 )
 @profile_option
 def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
     """Run the gateway (session issuing, relay, page)."""
+    from .providers import to_simulate
     from .serve import run_server, serve_gateway
-    from .simulate import simulate_by_default
 
     settings = settings_or_exit()
-    if simulate is None:
-        simulate = simulate_by_default(settings)
     if simulate and settings.voicegw_env == "production":
         fail("--simulate is for dev; production talks to real providers")
-    run_server(serve_gateway(settings, host, port, profile=profile if simulate else None))
+    simulated = to_simulate(settings, simulate)
+    run_server(
+        serve_gateway(
+            settings,
+            host,
+            port,
+            profile=profile if simulated else None,
+            simulated=None if simulate else simulated,
+        )
+    )
 
 
 @main.command()
@@ -82,11 +90,15 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
 @click.pass_context
 def agent(ctx: click.Context, mode: str) -> None:
     """Run the LiveKit Agents worker (explicit dispatch under LIVEKIT_AGENT_NAME)."""
-    from .agent import AgentFailed, run_agent
+    from .agent import AgentFailed, missing_for_agent, run_agent
 
     log_level = str(ctx.find_root().params.get("log_level") or "INFO")
+    settings = settings_or_exit("agent")
+    missing = missing_for_agent(settings)
+    if missing:
+        fail(f"invalid configuration: the agent requires {', '.join(missing)}")
     try:
-        run_agent(settings_or_exit(), dev=mode == "dev", log_level=log_level)
+        run_agent(settings, dev=mode == "dev", log_level=log_level)
     except AgentFailed as exc:
         fail(f"the agent worker stopped: {exc}", 1)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +19,11 @@ from starlette.routing import BaseRoute
 from gateway.app import Gateway, create_app
 from gateway.breaker import Breaker
 from pipelines.contracts import Settings
+from pipelines.contracts.settings import Process
 from relay.client_leg import DirectWebSocketProtocol
 from simulators.server import RunningServer, serve
 
+from . import providers
 from .simulate import simulated_stack
 
 log = logging.getLogger("voicegw.cli")
@@ -56,22 +58,29 @@ async def serve_gateway(
     port: int,
     *,
     profile: str | None = None,
+    simulated: Collection[str] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> None:
     """Serve the gateway until the process is told to stop, as `voicegw serve` does (the relay
-    benchmark runs it through here too). `profile` runs every provider as a simulator."""
+    benchmark runs it through here too). `profile` runs providers as simulators: those named
+    in `simulated` (`voicegw.providers` names), or all of them."""
     async with contextlib.AsyncExitStack() as stack:
+        running: frozenset[str] = frozenset()
         if profile is not None:
-            simulated = await stack.enter_async_context(simulated_stack(settings, profile))
-            settings = simulated.settings
-            log.warning(
-                "SIMULATED PROVIDERS: no provider key is set, so OpenAI Realtime, Deepgram, "
-                "Groq, Chatterbox and n8n are local simulators and every reply is simulated",
-                extra={"profile": profile},
+            simulation = await stack.enter_async_context(
+                simulated_stack(settings, profile, only=simulated)
             )
+            settings, running = simulation.settings, simulation.simulated
+            providers.report_simulation(running, every=simulated is None)
         log.info(
             "gateway starting", extra={"host": host, "port": port, "env": settings.voicegw_env}
         )
+        # In dev the gateway is the whole system `make run` starts: say where each provider is.
+        uses: tuple[Process, ...] = ("gateway", "agent") if settings.voicegw_env == "dev" else (
+            "gateway",
+        )
+        providers.report(settings, uses, running)
+        providers.report_routing(settings)
         config = uvicorn.Config(
             create_app(settings, extra_routes=extra_routes),
             host=host,
