@@ -156,7 +156,10 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Readiness per mode",
                     "responses": {
-                        "200": {"description": "every selectable mode is configured"},
+                        "200": {
+                            "description": "every selectable mode is configured "
+                            "(status degraded: one's service cannot be reached now)"
+                        },
                         "503": {"description": "a selectable mode is missing configuration"},
                     },
                 }
