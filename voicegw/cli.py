@@ -8,7 +8,10 @@ Agents and the lab (`bench/gateway_startup.py` measures the start).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -43,6 +46,27 @@ def settings_or_exit(process: Process = "gateway", *, dev_defaults: bool = True)
         fail(str(exc))
 
 
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why the gateway could not listen on host:port (None when it can), found before anything
+    starts: uvicorn would say so only after every simulator has. Bound as uvicorn binds
+    (SO_REUSEADDR), then released."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except socket.gaierror:
+        return "the host name does not resolve"
+    except OSError as exc:
+        why = os.strerror(exc.errno).lower() if exc.errno else "it is not available"
+        if exc.errno == errno.EADDRINUSE:
+            why += " (is another voicegw serve running? --port picks another)"
+        return why
+    return None
+
+
 @click.group()
 @click.option(
     "--log-level",
@@ -70,6 +94,9 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
     from .providers import to_simulate
     from .serve import run_server, serve_gateway
 
+    busy = cannot_listen(host, port)
+    if busy:
+        fail(f"cannot listen on {host}:{port}: {busy}")
     settings = settings_or_exit()
     if simulate and settings.voicegw_env == "production":
         fail("--simulate is for dev; production talks to real providers")
@@ -134,7 +161,7 @@ def talk(
     from .lab.audio import read_wav, write_wav
     from .lab.talk import missing_keys, render, run_talk
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("lab")
     if not simulate:
         missing = missing_keys(settings, mode)
         if missing:
@@ -172,7 +199,7 @@ def compare(
     from .lab.compare import load_recordings, render_table, sample_recordings
     from .lab.talk import missing_keys
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("lab")
     if not simulate:
         missing = [key for mode in MODES for key in missing_keys(settings, mode)]
         if missing:

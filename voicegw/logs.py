@@ -39,6 +39,7 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(ServerLifecycle())
+    handler.addFilter(KnownNotices())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -75,6 +76,20 @@ class ServerLifecycle(logging.Filter):
             record.name == "uvicorn.error"
             and record.levelno == logging.INFO
             and record.msg in self.DROPPED
+        )
+
+
+class KnownNotices(logging.Filter):
+    """Drops library warnings we know and chose to live with, which would otherwise repeat on
+    every session. livekit-agents 1.8 deprecates its `metrics_collected` event, which the
+    per-stage latency of livekit mode is measured from (pipelines/livekit/latency.py);
+    livekit-agents is pinned below 1.9, so moving off it is a deliberate upgrade."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name == "livekit.agents"
+            and isinstance(record.msg, str)
+            and record.msg.startswith("metrics_collected is deprecated")
         )
 
 

@@ -28,8 +28,9 @@ log = logging.getLogger("voicegw.settings")
 
 Env = Literal["dev", "production"]
 # Which process reads the settings: each one requires what it uses (README "Configuration").
-# A client (`voicegw launch --gateway`) only talks to a running gateway.
-Process = Literal["gateway", "agent", "client"]
+# The lab (`voicegw talk`, `compare`) runs both modes in-process for one conversation; a
+# client (`voicegw launch --gateway`) only talks to a running gateway.
+Process = Literal["gateway", "agent", "lab", "client"]
 
 DEV_LIVEKIT_URL = "ws://127.0.0.1:7880"
 DEV_LIVEKIT_API_KEY = "devkey"
@@ -333,7 +334,7 @@ def _describe(exc: ValidationError) -> str:
 
 def _with_dev_defaults(settings: Settings, process: Process) -> Settings:
     filled: dict[str, object] = {}
-    if process == "gateway" and settings.gateway_secret is None:
+    if process in ("gateway", "lab") and settings.gateway_secret is None:
         filled["gateway_secret"] = SecretStr(secrets.token_urlsafe(32))
     if settings.livekit_url is None:
         filled["livekit_url"] = DEV_LIVEKIT_URL
@@ -343,7 +344,7 @@ def _with_dev_defaults(settings: Settings, process: Process) -> Settings:
         filled["livekit_api_secret"] = SecretStr(DEV_LIVEKIT_API_SECRET)
     if not filled:
         return settings
-    if process != "gateway":  # the agent names its LiveKit in its start-up lines
+    if process != "gateway":  # nothing outlives the lab; the agent names its LiveKit itself
         return settings.model_copy(update=filled)
     log.warning(
         "DEV MODE: using generated or livekit-server --dev defaults for unset variables; "

@@ -147,6 +147,9 @@ def test_serve_with_no_environment_runs_on_simulators_and_says_so() -> None:
         assert session["relay"]["url"] == "/v1/realtime"
     said = [line for line in lines if "SIMULATED PROVIDERS" in line]
     assert len(said) == 1
+    # One line per event that matters: of uvicorn's, only where the gateway listens.
+    servers = [r["msg"] for r in records(lines) if r["logger"].startswith("uvicorn")]
+    assert servers == [f"Uvicorn running on {url} (Press CTRL+C to quit)"]
     providers = providers_said(lines)
     for name in ("openai_realtime", "deepgram", "groq", "chatterbox", "n8n"):
         assert providers[name]["msg"] == "provider simulated"
@@ -202,6 +205,25 @@ def test_an_active_kill_switch_is_said_at_start_up() -> None:
     assert (switch["level"], switch["force_mode"]) == ("warning", "openai")
     [routing] = [r for r in records(lines) if r["msg"] == "routing"]
     assert routing["force_mode"] == "openai"
+
+
+def test_a_port_in_use_is_said_first_and_alone() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*VOICEGW, "serve", "--port", str(port)],
+            env=clean_env({}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"voicegw: cannot listen on 127.0.0.1:{port}: address already in use "
+        "(is another voicegw serve running? --port picks another)"
+    ]
 
 
 def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
