@@ -137,7 +137,7 @@ def agent(ctx: click.Context, mode: str) -> None:
     "input_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="16-bit PCM WAV file of the user speaking",
+    help="WAV file of the user speaking (any sample format, channels and rate)",
 )
 @click.option(
     "--output",
@@ -158,7 +158,7 @@ def talk(
     profile: str,
 ) -> None:
     """One conversation from a WAV file, in either mode, with no LiveKit server."""
-    from .lab.audio import read_wav, write_wav
+    from .lab.audio import AudioFileError, check_output, read_speech, write_wav
     from .lab.talk import missing_keys, render, run_talk
 
     settings = settings_or_exit("lab")
@@ -167,7 +167,12 @@ def talk(
         if missing:
             click.echo(f"voicegw talk: set {', '.join(missing)} (or use --simulate)", err=True)
             sys.exit(2)
-    samples, rate = read_wav(input_path)
+    try:  # everything that can be wrong with the files, before any work
+        samples, rate, _ = read_speech(input_path)
+        if output_path is not None:
+            check_output(output_path)
+    except AudioFileError as exc:
+        fail(str(exc))
     run = asyncio.run(
         run_talk(settings, mode, samples, rate, profile=profile if simulate else None)
     )

@@ -27,7 +27,7 @@ from simulators.profiles import SimulatedProviders
 
 from ..serve import running_gateway
 from ..simulate import simulated_stack
-from .audio import Samples, Utterance, conversation, find_utterances, read_wav
+from .audio import AudioFileError, Samples, Utterance, conversation, read_speech
 from .talk_livekit import talk
 from .talk_openai import talk_openai
 from .turns import STAGES, TalkRun, Turn, format_ms
@@ -87,18 +87,20 @@ def sample_recordings() -> list[Recording]:
 
 
 def load_recordings(paths: list[Path]) -> list[Recording]:
-    """WAV files, or every *.wav in a directory, in name order."""
+    """WAV files, or every *.wav in a directory, in name order, all read before any turn runs:
+    the first bad one is an AudioFileError naming it."""
     files: list[Path] = []
     for path in paths:
-        files += sorted(path.glob("*.wav")) if path.is_dir() else [path]
-    if not files:
-        raise ValueError("no WAV files found in the given inputs")
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav")
+            if not found:
+                raise AudioFileError(path, "no .wav files in this folder")
+            files += found
+        else:
+            files.append(path)
     recordings = []
     for file in files:
-        samples, rate = read_wav(file)
-        utterances = find_utterances(samples, rate)
-        if not utterances:
-            raise ValueError(f"{file.name}: no speech found")
+        samples, rate, utterances = read_speech(file)
         recordings.append(Recording(file.name, samples, rate, utterances))
     return recordings
 

@@ -4,6 +4,7 @@ reports, and the keys it asks for when not simulating."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -69,8 +70,11 @@ def test_talk_openai_mode_runs_offline(
     tmp_path: Path, question: audio.Conversation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    source, played = tmp_path / "in.wav", tmp_path / "out.wav"
-    question.write_wav(source)
+    spoken, source, played = tmp_path / "spoken.wav", tmp_path / "in.wav", tmp_path / "out.wav"
+    question.write_wav(spoken)
+    # What a recorder writes, not what the lab uses: converted on the way in.
+    float_stereo = ["-b", "32", "-e", "floating-point", "-c", "2", "-r", "44100"]
+    subprocess.run(["sox", str(spoken), *float_stereo, str(source)], check=True, timeout=30)
     args = ["--log-level", "WARNING", "talk", "--mode", "openai", "--input", str(source)]
     result = CliRunner().invoke(
         main, [*args, "--output", str(played), "--json", "--simulate", "--profile", "fast"]
