@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -159,7 +159,9 @@ def talk(
 ) -> None:
     """One conversation from a WAV file, in either mode, with no LiveKit server."""
     from .lab.audio import AudioFileError, check_output, read_speech, write_wav
+    from .lab.progress import Progress
     from .lab.talk import missing_keys, render, run_talk
+    from .lab.turns import TalkRun
 
     settings = settings_or_exit("lab")
     if not simulate:
@@ -168,14 +170,25 @@ def talk(
             click.echo(f"voicegw talk: set {', '.join(missing)} (or use --simulate)", err=True)
             sys.exit(2)
     try:  # everything that can be wrong with the files, before any work
-        samples, rate, _ = read_speech(input_path)
+        samples, rate, utterances = read_speech(input_path)
         if output_path is not None:
             check_output(output_path)
     except AudioFileError as exc:
         fail(str(exc))
-    run = asyncio.run(
-        run_talk(settings, mode, samples, rate, profile=profile if simulate else None)
-    )
+    progress = Progress("talk", total=len(utterances))
+
+    async def conversation() -> TalkRun:
+        async with progress.shown():
+            return await run_talk(
+                settings,
+                mode,
+                samples,
+                rate,
+                profile=profile if simulate else None,
+                on_turn=progress.turn,
+            )
+
+    run = asyncio.run(conversation())
     if output_path is not None:
         write_wav(output_path, run.output, run.output_rate)
     if as_json:
@@ -202,6 +215,7 @@ def compare(
     """The same utterances through both modes: per-stage p50/p95, cost, plan criteria."""
     from .lab.compare import compare as run_compare
     from .lab.compare import load_recordings, render_table, sample_recordings
+    from .lab.progress import Progress
     from .lab.talk import missing_keys
 
     settings = settings_or_exit("lab")
@@ -213,9 +227,19 @@ def compare(
         recordings = load_recordings(list(inputs)) if inputs else sample_recordings()
     except ValueError as exc:
         fail(str(exc))
-    result = asyncio.run(
-        run_compare(settings, recordings, turns=turns, profile=profile if simulate else None)
-    )
+    progress = Progress("compare", total=turns * len(MODES))
+
+    async def measured() -> dict[str, Any]:
+        async with progress.shown():
+            return await run_compare(
+                settings,
+                recordings,
+                turns=turns,
+                profile=profile if simulate else None,
+                on_turn=progress.turn,
+            )
+
+    result = asyncio.run(measured())
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,10 @@ async def run_compare(
     *,
     turns: int,
     sims: SimulatedProviders | None = None,
+    on_turn: Callable[[Turn, Mode], None] | None = None,
 ) -> dict[str, Any]:
-    """Run `turns` turns per mode and return `{"modes": …, "summary": …}`."""
+    """Run `turns` turns per mode and return `{"modes": …, "summary": …}`; `on_turn` hears of
+    each turn as it is measured."""
     options = PipelineOptions.from_settings(settings)
     vad = load_vad(options.vad)
     silence_s: dict[Mode, float] = {
@@ -159,6 +162,8 @@ async def run_compare(
                     lag = _lag_ms(end, played.origin + utterance.end_s, silence_s[mode])
                     row = CompareTurn(**turn.model_dump(), vad_lag_ms=lag)
                     results[mode].append(row.model_dump())
+                    if on_turn is not None:
+                        on_turn(row, mode)
             if run > 3 * turns:  # turns that never came back: stop, report what we have
                 log.warning("some turns produced no reply", extra={"runs": run})
                 break
@@ -167,15 +172,20 @@ async def run_compare(
 
 
 async def compare(
-    settings: Settings, recordings: list[Recording], *, turns: int, profile: str | None
+    settings: Settings,
+    recordings: list[Recording],
+    *,
+    turns: int,
+    profile: str | None,
+    on_turn: Callable[[Turn, Mode], None] | None = None,
 ) -> dict[str, Any]:
     """`voicegw compare`: `run_compare`, on simulated providers when `profile` is given (each
     turn draws its latencies from it)."""
     if profile is None:
-        return await run_compare(settings, recordings, turns=turns)
+        return await run_compare(settings, recordings, turns=turns, on_turn=on_turn)
     async with simulated_stack(settings, profile, speak_replies=False) as stack:
         result = await run_compare(
-            stack.settings, recordings, turns=turns, sims=stack.providers
+            stack.settings, recordings, turns=turns, sims=stack.providers, on_turn=on_turn
         )
     return {"profile": profile, **result}
 
