@@ -105,7 +105,8 @@ def test_production_gateway_urls_must_be_https(name: str) -> None:
         load_settings({**PROD, name: "http://gw.example.com"})
     assert f"{name}: must be an https URL in production" in str(caught.value)
     load_settings({**PROD, name: "https://gw.example.com"})
-    load_settings({name: "http://127.0.0.1:8080"})  # dev: the local page is fine
+    load_settings({name: "http://gw.example.com"})  # dev
+    load_settings({**PROD, name: "http://127.0.0.1:8080"})  # this machine, as for the page
 
 
 def test_the_page_url_is_the_gateway_unless_hosted_elsewhere() -> None:
