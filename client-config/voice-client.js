@@ -55,11 +55,12 @@ export function connectVoice(options) {
 
 export class GatewayError extends Error {
   /** `status` 0: no HTTP answer (the network, or CORS refused to show one). */
-  constructor(status, code, message, { retryable } = {}) {
+  constructor(status, code, message, { retryable, retryAfterMs } = {}) {
     super(message);
     this.status = status;
     this.code = code;
     this.retryable = retryable ?? (status === 0 || status >= 500 || [408, 429].includes(status));
+    this.retryAfterMs = retryAfterMs ?? 0; // a 429's Retry-After: never ask again sooner
   }
 }
 
@@ -178,7 +179,8 @@ class VoiceConnection {
         this.stop(failure);
         return;
       }
-      const wait = budget.next();
+      let wait = budget.next();
+      if (wait !== null) wait = Math.max(wait, failure.retryAfterMs ?? 0);
       if (wait === null) {
         const minutes = Math.round(this.options.giveUpAfterMs / 6000) / 10;
         this.stop({ ...failure, problem: `${failure.problem}; gave up after ${minutes} min` });
@@ -328,7 +330,10 @@ class VoiceConnection {
     if (!response.ok) {
       const code = body?.error?.code ?? "http_error";
       const message = body?.error?.message ?? response.statusText;
-      throw new GatewayError(response.status, code, `${response.status} ${code}: ${message}`);
+      const retryAfterMs = 1000 * (Number(response.headers.get("Retry-After")) || 0);
+      throw new GatewayError(response.status, code, `${response.status} ${code}: ${message}`, {
+        retryAfterMs,
+      });
     }
     if (!body || body.contract_version !== 1) {
       throw new GatewayError(response.status, "bad_session", "unexpected session config", {
@@ -427,7 +432,13 @@ function gatewayFailure(err) {
     err.status === 0
       ? "Can't reach the voice service"
       : `The voice service is not available (${err.status})`;
-  return { phase: "unreachable", retryable: true, problem, error: err.message };
+  return {
+    phase: "unreachable",
+    retryable: true,
+    problem,
+    error: err.message,
+    retryAfterMs: err.retryAfterMs,
+  };
 }
 
 function microphoneFailure(reason) {

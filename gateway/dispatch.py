@@ -26,7 +26,6 @@ from livekit.protocol.agent_dispatch import AgentDispatch
 from pipelines.contracts import DispatchMetadata
 from pipelines.contracts.metrics import AGENT_DISPATCHES, LIVEKIT_PROBES
 
-from .breaker import Breaker
 from .tokens import room_name
 
 log = logging.getLogger("voicegw.livekit")
@@ -120,19 +119,20 @@ class LiveKitServerApi:
 
 
 class LiveKitProber:
-    """Probes the LiveKit server API every `interval_s` and reports failures to the breaker."""
+    """Probes the LiveKit server API every `interval_s` and reports failures to the breaker
+    (`on_failure`: the router's `probe_failed`)."""
 
     def __init__(
         self,
         server_api: LiveKitServerApi,
-        breaker: Breaker,
+        on_failure: Callable[[], Awaitable[None]],
         *,
         interval_s: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """`sleep` is injectable so a test drives the loop without waiting."""
         self._api = server_api
-        self._breaker = breaker
+        self._on_failure = on_failure
         self._interval_s = interval_s
         self._sleep = sleep
         self.probes = 0
@@ -145,7 +145,7 @@ class LiveKitProber:
         self.last_ok = ok
         if not ok:
             self.failures += 1
-            self._breaker.record_failure(f"probe:{self.probes}", source="probe")
+            await self._on_failure()
         return ok
 
     async def run(self) -> None:

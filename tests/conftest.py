@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from gateway.redis_store import RedisStore
+from gateway.store import MemoryStore, Store
 from pipelines.contracts import load_settings
 from simulators.chatterbox import ChatterboxSimulator
 from simulators.deepgram import DeepgramSimulator
@@ -27,6 +29,7 @@ from simulators.n8n import N8nSimulator
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.recall import RecallSimulator
 from simulators.server import RunningServer, serve
+from tests.redis_server import RedisServer, new_prefix, running_redis
 from tests.stack import SECRETS
 from voicegw.serve import running_gateway
 from voicegw.simulate import SimulatedStack, simulated_stack
@@ -143,6 +146,60 @@ async def gateway(
 ) -> AsyncIterator[RunningServer]:
     async with running_gateway(stack.settings, **server_options) as served:
         yield served.server
+
+
+# -- the store: in memory, or Redis --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server per test module (it starts in milliseconds); tests keep apart by key
+    prefix (`store_env`)."""
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Tests that take it run against both stores."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store_env(store_kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """What the environment adds for the store under test: nothing (memory), or REDIS_URL and
+    a key prefix of this test's own."""
+    if store_kind == "memory":
+        return {}
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return {"REDIS_URL": server.url, "REDIS_KEY_PREFIX": new_prefix()}
+
+
+@pytest.fixture
+async def store(store_env: dict[str, str]) -> AsyncIterator[Store]:
+    """The store under test, as one replica holds it."""
+    if not store_env:
+        yield MemoryStore()
+        return
+    redis = RedisStore(store_env["REDIS_URL"], prefix=store_env["REDIS_KEY_PREFIX"])
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture
+async def peer(store: Store, store_env: dict[str, str]) -> AsyncIterator[Store]:
+    """The same state as another replica sees it: on Redis a second client with the same
+    prefix; in memory the same store (one process is all the memory store serves)."""
+    if not store_env:
+        yield store
+        return
+    redis = RedisStore(store_env["REDIS_URL"], prefix=store_env["REDIS_KEY_PREFIX"])
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
 
 
 # -- one simulator alone -----------------------------------------------------------------------

@@ -80,7 +80,11 @@ async def launch_local(settings: Settings, request: LaunchRequest) -> LaunchResp
 
     if settings.gateway_secret is None:
         raise LaunchFailed(NO_SECRET)
-    return await Gateway(settings).launcher.launch(request)
+    gateway = Gateway(settings)
+    try:
+        return await gateway.launcher.launch(request)
+    finally:
+        await gateway.aclose()
 
 
 def _json(response: httpx.Response) -> Any:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Collection, Coroutine, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import uvicorn
 from starlette.routing import BaseRoute
 
 from gateway.app import Gateway, create_app
-from gateway.breaker import Breaker
+from gateway.store import Store
 from pipelines.contracts import Settings
 from pipelines.contracts.settings import Process
 from relay.client_leg import DirectWebSocketProtocol
@@ -72,9 +73,16 @@ async def serve_gateway(
             )
             settings, running = simulation.settings, simulation.simulated
             providers.report_simulation(running, every=simulated is None)
+        store = "redis" if settings.redis_url is not None else "memory"
         log.info(
-            "gateway starting", extra={"host": host, "port": port, "env": settings.voicegw_env}
+            "gateway starting",
+            extra={"host": host, "port": port, "env": settings.voicegw_env, "store": store},
         )
+        if store == "memory" and settings.voicegw_env == "production":
+            log.warning(
+                "shared state is in this process only: run one replica, or set REDIS_URL",
+                extra={"store": store},
+            )
         # In dev the gateway is the whole system `make run` starts: say where each provider is.
         uses: tuple[Process, ...] = ("gateway", "agent") if settings.voicegw_env == "dev" else (
             "gateway",
@@ -106,11 +114,19 @@ class ServedGateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, *, breaker: Breaker | None = None, **server_options: Any
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    clock: Callable[[], float] | None = None,
+    **server_options: Any,
 ) -> AsyncIterator[ServedGateway]:
     """The gateway on a free port of 127.0.0.1 in this event loop until the block ends, served
-    as `voicegw serve` serves it (`server_options` amend `SERVER_OPTIONS`). `breaker` replaces
-    the one built from settings (tests give it a fake clock)."""
-    app = create_app(settings, breaker=breaker)
-    async with serve(app, **{**SERVER_OPTIONS, **server_options}) as server:
-        yield ServedGateway(server, app.state.gateway)
+    as `voicegw serve` serves it (`server_options` amend `SERVER_OPTIONS`). `store` and
+    `clock` replace the ones built from settings (tests)."""
+    app = create_app(settings, store=store, clock=clock or time.time)
+    gateway: Gateway = app.state.gateway
+    try:
+        async with serve(app, **{**SERVER_OPTIONS, **server_options}) as server:
+            yield ServedGateway(server, gateway)
+    finally:
+        await gateway.aclose()

@@ -21,7 +21,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .session_config import MODES, Mode
+from .routing import RoutingPolicy
+from .session_config import Mode
 from .validation import validation_problems
 
 log = logging.getLogger("voicegw.settings")
@@ -168,12 +169,35 @@ class Settings(BaseSettings):
     livekit_dispatch_check: bool | None = None
     metrics_port: int = Field(9100, ge=1, le=65_535)  # the LiveKit worker's /metrics
 
+    # -- several replicas: shared state, and what one caller may use ----------------------
+    # Unset: state in this process's memory (one replica). A secret: it may carry a password.
+    redis_url: SecretStr | None = None
+    redis_key_prefix: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+    # Bound on each call to Redis; beyond it the call counts as failed (DESIGN.md, README
+    # "Several replicas").
+    redis_timeout_seconds: float = Field(0.5, gt=0, le=10)
+    # `/v1/session` and `/v1/session/fallback` per launch token (per client address without one).
+    session_rate_limit: int = Field(30, ge=1, le=100_000)
+    session_rate_window_seconds: float = Field(60.0, gt=0, le=3600)
+    # Concurrent relay sessions one session id may hold (a reload overlaps the closing one).
+    relay_max_sessions_per_id: int = Field(2, ge=1, le=100)
+
     @field_validator("gateway_secret")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         # Says nothing of the value, not even its length.
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        # Names the schemes, never the URL (it may carry a password).
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+                raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
     @field_validator(*_SCHEMES)
@@ -225,19 +249,6 @@ class Settings(BaseSettings):
         """The configured value of an environment variable name (None when unset)."""
         value: object | None = getattr(self, env_name.lower())
         return value
-
-    def selectable_modes(self) -> frozenset[Mode]:
-        """Modes that routing can choose with this configuration."""
-        if self.voice_force_mode is not None:
-            return frozenset({self.voice_force_mode})
-        modes: set[Mode] = {self.voice_default_mode}
-        if self.voice_allow_mode_override:
-            modes |= set(MODES)
-        if self.allowlist or self.voice_livekit_rollout_percent > 0:
-            modes.add("livekit")
-        if "livekit" in modes:
-            modes.add("openai")  # the fallback target of every livekit session
-        return frozenset(modes)
 
     @property
     def page_url(self) -> str:
@@ -312,7 +323,7 @@ def gateway_problems(settings: Settings) -> list[str]:
     missing = [n for n in ("GATEWAY_SECRET", "GATEWAY_API_KEY") if settings.value_of(n) is None]
     if "gateway_public_url" not in settings.model_fields_set:
         missing.append("GATEWAY_PUBLIC_URL")
-    for mode in sorted(settings.selectable_modes()):
+    for mode in sorted(RoutingPolicy.from_settings(settings).selectable_modes()):
         missing += settings.missing_for(mode)
     problems = [f"production requires {', '.join(dict.fromkeys(missing))}"] if missing else []
     # Recall.ai's bot loads the page over the internet, and a page gets a microphone only

@@ -278,8 +278,14 @@ class Stack:
 
     @property
     def fallbacks_reported(self) -> int:
-        count: int = self.loop.call(lambda: self.app.state.gateway.fallbacks_reported)
-        return count
+        """Fallback reports that counted (a session's first, as the admin view shows them)."""
+
+        async def counted() -> int:
+            overview = await self.app.state.gateway.router.overview()
+            reported: int = overview.counts.fallbacks_reported
+            return reported
+
+        return self.loop.run(counted())
 
     def received_audio(self) -> np.ndarray[Any, np.dtype[np.int16]]:
         """Every pcm16 sample the simulator was sent (`input_audio_buffer.append`), in order."""

@@ -8,6 +8,7 @@ minutes, then the page stops and says why. `?mode=` is read case-insensitively.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -127,3 +128,33 @@ def test_a_gateway_answering_503_is_retried_with_backoff_then_given_up(
     assert 4 <= attempts <= 14, requests
     no_retry_within(page, 10)
     assert len(requests) == attempts
+
+
+def test_a_rate_limited_page_asks_again_no_sooner_than_retry_after(
+    stack: Stack, page: Page, page_log: PageLog
+) -> None:
+    refused: list[str] = []
+
+    def rate_limit_once(route: Route) -> None:
+        if refused:
+            route.continue_()
+            return
+        refused.append(route.request.url)
+        route.fulfill(
+            status=429,
+            headers={"Retry-After": "2"},
+            content_type="application/json",
+            body=json.dumps({"error": {"code": "rate_limited", "message": "try again in 2 s"}}),
+        )
+
+    page.route("**/v1/session?*", rate_limit_once)
+    page.goto(stack.launch(mode="openai"))
+    # The first backoff is at most 0.5 s; the gateway's Retry-After makes it 2 s.
+    wait_for(
+        page,
+        "(window.voicePage.voice.status.detail || '').startsWith('retrying in 2 s')",
+        timeout_s=10,
+        log=page_log,
+    )
+    wait_for(page, "document.body.dataset.phase === 'connected'", timeout_s=15, log=page_log)
+    assert len(refused) == 1

@@ -111,11 +111,19 @@ async def test_full_run_leaks_no_secret(
         responses.append(await c.get("/v1/session?session_id=rejoin&mode=livekit"))
         responses.append(await c.get("/v1/session?session_id=o1&mode=openai"))
         for sid in ("f1", "f2", "f3"):
+            # A launched page's livekit session fails: the three reports open the breaker.
+            page = await c.post("/v1/launch", json={"session_id": sid}, headers=AUTH)
+            token = page.json()["page_url"].rsplit("launch=", 1)[1]
+            fallen = await c.get("/v1/session", params={"launch": token, "mode": "livekit"})
+            assert fallen.json()["mode"] == "livekit"
             responses.append(
                 await c.post(
-                    "/v1/session/fallback", json={"session_id": sid, "reason": "ice failed"}
+                    "/v1/session/fallback",
+                    json={"session_id": sid, "reason": "ice failed"},
+                    headers={"Authorization": f"Bearer {token}"},
                 )
             )
+            responses += [page, fallen]
         responses.append(await c.get("/v1/session?session_id=after&mode=livekit"))
         responses.append(await c.get("/v1/admin/routing", headers=AUTH))
         responses.append(await c.get("/readyz"))
@@ -138,7 +146,7 @@ async def test_full_run_leaks_no_secret(
     # The run did what it claims, so the scan below covers real traffic.
     assert [r.status_code for r in responses[:3]] == [201, 502, 401]
     assert [r.json()["mode"] for r in responses[3:6]] == ["livekit", "livekit", "openai"]
-    assert responses[9].json()["reason"] == "breaker_open"
+    assert responses[15].json()["reason"] == "breaker_open"
     assert len(livekit.created()) == 1
     assert len(n8n.received) == 2
 

@@ -12,8 +12,9 @@ import httpx
 import pytest
 from livekit import api
 
+from gateway.tokens import issue_launch_token
 from pipelines.contracts import SessionConfig
-from relay.tickets import TicketRedeemer
+from relay.tickets import verify_ticket
 from tests import stack
 
 SECRETS = {
@@ -139,7 +140,7 @@ async def test_kill_switch_turns_the_same_request_into_openai() -> None:
         config = await session(client, mode="livekit", session_id="x")
     assert (config.mode, config.reason) == ("openai", "forced")
     assert config.relay is not None and config.relay.url == "/v1/realtime"
-    ticket = TicketRedeemer(SECRETS["GATEWAY_SECRET"]).redeem(config.relay.ticket)
+    ticket = verify_ticket(SECRETS["GATEWAY_SECRET"], config.relay.ticket)
     assert ticket.session_id == "x"
 
 
@@ -333,3 +334,33 @@ async def test_metrics_count_sessions_by_mode_and_reason() -> None:
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
     for value in stack.SECRETS.values():
         assert value not in text
+
+
+async def test_one_launch_token_gets_a_bounded_number_of_sessions(
+    store_env: dict[str, str],
+) -> None:
+    """Issue 17 item 8: one launch token asked for sessions (each a relay ticket, each a paid
+    upstream session) without limit."""
+    env = stack.gateway_env(SESSION_RATE_LIMIT="3", SESSION_RATE_WINDOW_SECONDS="60", **store_env)
+
+    def token(session_id: str) -> str:
+        return issue_launch_token(
+            stack.SECRETS["GATEWAY_SECRET"], session_id=session_id, user=None, mode=None, ttl_s=600
+        )
+
+    async with stack.served_gateway(env) as gw:
+        for _ in range(3):
+            ok = await gw.client.get("/v1/session", params={"launch": token("t1")})
+            assert ok.status_code == 200
+        limited = await gw.client.get("/v1/session", params={"launch": token("t1")})
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        fallback = await gw.client.post(
+            "/v1/session/fallback",
+            json={"session_id": "t1", "reason": "x"},
+            headers={"Authorization": f"Bearer {token('t1')}"},
+        )
+        assert fallback.status_code == 429 and "Retry-After" in fallback.headers
+        other = await gw.client.get("/v1/session", params={"launch": token("t2")})
+        assert other.status_code == 200

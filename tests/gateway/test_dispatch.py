@@ -9,9 +9,12 @@ import pytest
 from livekit.protocol.agent import JobStatus
 from livekit.protocol.agent_dispatch import AgentDispatch, AgentDispatchState
 
-from gateway.breaker import Breaker
+from gateway.breaker import BreakerRules
 from gateway.dispatch import LiveKitProber, LiveKitServerApi, dispatch_is_live
+from gateway.router import Router
+from gateway.store import MemoryStore
 from pipelines.contracts import DispatchMetadata
+from pipelines.contracts.routing import RoutingPolicy
 from simulators.livekit_api import LiveKitApiSimulator
 from simulators.server import RunningServer
 from tests.stack import SECRETS, FakeClock, gateway_env, metric, served_gateway
@@ -149,7 +152,8 @@ async def test_dispatch_check_is_off_in_dev_unless_asked(
 async def test_active_probe_failures_open_the_breaker(
     clock: FakeClock, livekit: LiveKitApiSimulator, livekit_server: RunningServer
 ) -> None:
-    b = Breaker(threshold=3, window_s=60, cooldown_s=30, probe_window_s=20, clock=clock)
+    rules = BreakerRules(threshold=3, window_s=60, cooldown_s=30, probe_window_s=20)
+    router = Router(RoutingPolicy(), rules, MemoryStore(), clock=clock)
     server_api = LiveKitServerApi(
         url=livekit_server.ws_url,
         api_key=SECRETS["LIVEKIT_API_KEY"],
@@ -165,9 +169,9 @@ async def test_active_probe_failures_open_the_breaker(
             stop.set()
             await asyncio.Event().wait()  # park here until cancelled
 
-    prober = LiveKitProber(server_api, b, interval_s=15, sleep=fake_sleep)
+    prober = LiveKitProber(server_api, router.probe_failed, interval_s=15, sleep=fake_sleep)
     assert await prober.probe_once() is True
-    assert b.state() == "closed"
+    assert (await router.breaker()).state == "closed"
     livekit.down = True
     task = asyncio.create_task(prober.run())
     await stop.wait()
@@ -176,5 +180,5 @@ async def test_active_probe_failures_open_the_breaker(
         await task
     assert sleeps == [15, 15, 15, 15]
     assert prober.failures == 4
-    assert b.state() == "open"
+    assert (await router.breaker()).state == "open"
     assert prober.last_ok is False
