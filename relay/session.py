@@ -292,6 +292,11 @@ class RelaySession:
         if not self._ended:
             self._ended = True  # frames that still arrive are ignored
             self._done.set_result(close)
+            if self._client is not None:
+                # Nor read: closing OpenAI first takes up to UPSTREAM_CLOSE_TIMEOUT_S, and a
+                # client flooding the socket meanwhile (the very one over the rate) would be
+                # parsed at the loopback's speed. The close reads its answer again.
+                self._client.pause_reading()
 
     async def _shutdown(self, close: Close) -> None:
         self._finish(close)  # late frames are ignored from here on
