@@ -28,6 +28,12 @@ _CONNECT_RETRIES = 2
 _RETRY_BACKOFF_S = 0.1
 
 
+def idempotency_key(session_id: str, call_id: str) -> str:
+    """The `Idempotency-Key` of one tool call (DESIGN.md): `<session_id>:<call_id>`, the
+    model's own call id, so a retry of the same call is the same key."""
+    return f"{session_id}:{call_id}"
+
+
 class ToolResult(BaseModel):
     """What a tool call came to. `output` is the text handed back to the model."""
 
@@ -111,7 +117,7 @@ class N8nExecutor:
             response = await self._post(
                 f"{self._base_url}/{tool.webhook_path}",
                 body={"session_id": session_id, "call_id": call_id, **args},
-                headers={"Idempotency-Key": f"{session_id}:{call_id}"},
+                headers={"Idempotency-Key": idempotency_key(session_id, call_id)},
                 timeout_s=timeout,
             )
         except httpx.TimeoutException:
