@@ -8,8 +8,10 @@ out. `Rows` is built once per batch, so a batch retried after an outage inserts 
 
 from __future__ import annotations
 
+import itertools
 import json
-import uuid
+import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -131,7 +133,7 @@ def _tool(
         arguments=_arguments(arguments, transcripts),
         status=result.status,
         duration_ms=result.duration_ms,
-        idempotency_key=idempotency_key(sid, result.call_id),
+        idempotency_key=_clip(idempotency_key(sid, result.call_id), SHORT_CHARS * 2),
         output=_clip(result.output, OUTPUT_CHARS) if transcripts else None,
     )
 
@@ -281,8 +283,17 @@ def _session(
         row["reason"] = reason
 
 
+def new_id() -> str:
+    """32 hex digits that sort in the order this process made them (time, then a counter),
+    then random: rows recorded in the same microsecond still read back in order."""
+    return f"{time.time_ns():016x}{next(_SEQUENCE) & 0xFFFFFFFF:08x}{secrets.token_hex(4)}"
+
+
+_SEQUENCE = itertools.count()
+
+
 def _insert(rows: Rows, model: type[Any], sid: str, **values: Any) -> None:
-    values["id"] = uuid.uuid4().hex
+    values["id"] = new_id()
     values["session_id"] = _sid(sid)
     rows.inserts.setdefault(table(model), []).append(values)
 
@@ -306,8 +317,12 @@ def _utc(epoch: float) -> datetime:
 
 
 def _sid(session_id: str) -> str:
-    return session_id[:SESSION_ID_LENGTH]
+    return session_id.replace("\x00", "")[:SESSION_ID_LENGTH]
 
 
 def _clip(text: str, limit: int) -> str:
+    """At most `limit` characters, and no NUL (PostgreSQL refuses it in text, and with it the
+    whole batch)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
     return text if len(text) <= limit else text[: limit - 1] + "…"

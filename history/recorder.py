@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from .batch import (
     Record,
     Rows,
     build_rows,
+    new_id,
     write_rows,
 )
 from .migrate import migrate
@@ -87,25 +87,33 @@ class Recorder:
         batch_size: int = 500,
         flush_interval_s: float = 0.25,
         retry_s: float = 1.0,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
         migrate_first: bool = False,
+        autostart: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`capacity` bounds the queue (records beyond it are dropped); `migrate_first` brings
-        the schema to head before the first write (the gateway does, a job process does not);
-        `clock` gives epoch seconds (tests)."""
+        """`capacity` bounds the queue (records beyond it are dropped); a write that takes
+        longer than `write_timeout_s` counts as the database being unavailable;
+        `migrate_first` brings the schema to head before the first write (the gateway does, a
+        job process does not);
+        `autostart`: the first half opened starts the writer (a job process has no other
+        moment to); `clock` gives epoch seconds (tests)."""
         self._engine = engine
         self._transcripts = transcripts
         self._capacity = capacity
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._retry_s = retry_s
+        self._write_timeout_s = write_timeout_s
         self._migrate = migrate_first
+        self._autostart = autostart
         self.clock = clock
         self._queue: deque[Record] = deque()
         self._held: Rows | None = None  # a batch waiting for the database to come back
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._attempt: asyncio.Task[None] | None = None
         self._closing = False
         self._accepted = 0
         self._settled = 0
@@ -125,8 +133,9 @@ class Recorder:
         self._put((FALLBACK, self.clock(), session_id, reason))
 
     def open(self, *, session_id: str, mode: Mode, user: str | None = None) -> SessionHistory:
-        self.start()
-        leg = _Leg(self, uuid.uuid4().hex, session_id, mode, self.clock())
+        if self._autostart:
+            self.start()
+        leg = _Leg(self, new_id(), session_id, mode, self.clock())
         self._put((LEG, leg.started_at, leg.id, session_id, mode, user))
         return leg
 
@@ -162,6 +171,9 @@ class Recorder:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        if self._attempt is not None and not self._attempt.done():
+            self._attempt.cancel()
+            await asyncio.wait({self._attempt}, timeout=timeout_s)
         left = len(self._queue) + (self._held.records if self._held else 0)
         if left:
             self._drop(left, "queue_full")
@@ -177,8 +189,8 @@ class Recorder:
 
     def _put(self, record: Record) -> None:
         if len(self._queue) >= self._capacity:
-            self._drop(1, "queue_full")
             self._trouble("queue full")
+            self._drop(1, "queue_full")
             return
         self._queue.append(record)
         self._accepted += 1
@@ -206,6 +218,8 @@ class Recorder:
 
     async def _write_one(self) -> bool:
         """Write the held batch, or the next one; False when the database is unavailable."""
+        if self._attempt is not None and not self._attempt.done():
+            return False  # a timed-out attempt is still winding down: never two at once
         rows = self._held
         if rows is None:
             if not self._queue:
@@ -213,13 +227,19 @@ class Recorder:
             count = min(len(self._queue), self._batch_size)
             batch = [self._queue.popleft() for _ in range(count)]
             rows = build_rows(batch, transcripts=self._transcripts)
+        # The attempt is a task of its own: when the database hangs, the writer stops waiting
+        # for it after `write_timeout_s` even if its cancellation (a rollback on the hung
+        # connection) takes longer to finish.
+        self._attempt = attempt = asyncio.create_task(self._write(rows), name="history-write")
+        done, _ = await asyncio.wait({attempt}, timeout=self._write_timeout_s)
+        if not done:
+            attempt.cancel()
+            attempt.add_done_callback(_retrieve)
+            self._held = rows
+            self._trouble("database unavailable: TimeoutError")
+            return False
         try:
-            async with asyncio.timeout(WRITE_TIMEOUT_S):
-                if self._migrate:
-                    await migrate(self._engine)
-                    self._migrate = False
-                async with self._engine.begin() as connection:
-                    await write_rows(connection, rows)
+            attempt.result()
         except _UNAVAILABLE as exc:
             self._held = rows
             self._trouble(f"database unavailable: {_name(exc)}")
@@ -242,6 +262,13 @@ class Recorder:
         if self._trouble_since is not None and len(self._queue) < self._capacity:
             self._recovered()
         return True
+
+    async def _write(self, rows: Rows) -> None:
+        if self._migrate:
+            await migrate(self._engine)
+            self._migrate = False
+        async with self._engine.begin() as connection:
+            await write_rows(connection, rows)
 
     def _trouble(self, why: str) -> None:
         if self._trouble_since is not None:
@@ -315,6 +342,12 @@ class _Leg:
             self._put(
                 (ENDED, at, self.id, self.session_id, self.mode, self.started_at, close_reason)
             )
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """A timed-out attempt ends however it ends; its outcome was already decided."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _name(exc: BaseException) -> str:

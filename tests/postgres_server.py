@@ -1,10 +1,11 @@
 """A PostgreSQL server of the test's own: Debian's `postgresql` package (the Makefile installs
 it), a cluster made by `initdb` in a temporary directory, on a free port of 127.0.0.1, trust
-authentication, no durability (fsync off: the tests want speed, not crash safety). PostgreSQL
+authentication, fsync off (a crash of the machine may lose data; a crash of the server, as
+`stop()` makes, does not: commits stay synchronous). PostgreSQL
 refuses to run as root, so when the tests are root the server runs as the `postgres` user the
 package creates. A test can stop it (an immediate shutdown, the way a crashed or restarted
-database goes), start it again on the same port, or freeze it (SIGSTOP to every process of
-the server: a hung database). `tests/conftest.py` shares one per test run; tests keep apart by
+database goes), start it again on the same port, or freeze it (SIGSTOP to the server and its
+backends: a hung database). `tests/conftest.py` shares one per test run; tests keep apart by
 database (`new_database`).
 """
 
@@ -23,8 +24,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tests.redis_server import free_port
 
@@ -67,12 +69,14 @@ class PostgresServer:
         self.process = subprocess.Popen(
             [_binary("postgres"), "-D", str(self._data), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self._sockets}",
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "fsync=off", "-c", "full_page_writes=off",
              "-c", "max_connections=200"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: freeze() stops every backend
-            **self._as_owner(),
+            start_new_session=True,  # the test's Ctrl-C is for pytest, not for the server
+            user=self._uid,
+            group=self._gid,
+            extra_groups=self._groups,
         )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._accepting():
@@ -89,7 +93,7 @@ class PostgresServer:
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGCONT)
+            self.thaw()
             self.process.send_signal(signal.SIGQUIT)
         try:
             self.process.wait(timeout=10)
@@ -99,13 +103,25 @@ class PostgresServer:
         self.process = None
 
     def freeze(self) -> None:
-        """SIGSTOP to the server's whole process group: sockets stay open, nothing answers."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGSTOP)
+        """SIGSTOP to the server and every backend: sockets stay open, nothing answers."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
+
+    def _pids(self) -> list[int]:
+        """The postmaster and its children (each backend is a session of its own, so the
+        postmaster's process group does not hold them)."""
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGCONT)
+        pids = [self.process.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == self.process.pid:
+                    pids.append(int(stat.parent.name))
+        return pids
 
     def remove(self) -> None:
         self.stop()
@@ -114,11 +130,16 @@ class PostgresServer:
     async def new_database(self) -> str:
         """A new, empty database of the caller's own; its URL."""
         name = f"t_{uuid.uuid4().hex[:16]}"
-        connection = await asyncpg.connect(self.url(), timeout=10)
+        engine = create_async_engine(
+            self.url().replace("postgresql://", "postgresql+asyncpg://"),
+            isolation_level="AUTOCOMMIT",  # CREATE DATABASE runs outside a transaction
+            poolclass=NullPool,
+        )
         try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
+            async with engine.connect() as connection:
+                await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
         finally:
-            await connection.close()
+            await engine.dispose()
         return self.url(name)
 
     def _accepting(self) -> bool:
@@ -131,14 +152,28 @@ class PostgresServer:
         return ready.returncode == 0
 
     def _run(self, command: list[str]) -> None:
-        done = subprocess.run(command, capture_output=True, check=False, **self._as_owner())
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            check=False,
+            user=self._uid,
+            group=self._gid,
+            extra_groups=self._groups,
+        )
         if done.returncode != 0:
             pytest.fail(f"{Path(command[0]).name} failed: {done.stderr.decode()[-500:]}")
 
-    def _as_owner(self) -> dict[str, object]:
-        if self._owner is None:
-            return {}
-        return {"user": self._owner.pw_uid, "group": self._owner.pw_gid, "extra_groups": []}
+    @property
+    def _uid(self) -> int | None:
+        return None if self._owner is None else self._owner.pw_uid
+
+    @property
+    def _gid(self) -> int | None:
+        return None if self._owner is None else self._owner.pw_gid
+
+    @property
+    def _groups(self) -> list[int] | None:
+        return None if self._owner is None else []
 
 
 @contextlib.contextmanager
