@@ -102,7 +102,9 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
         const unwatch = audio.watchOutputTrack(track.mediaStreamTrack);
         detachers.push(() => {
           unwatch();
-          for (const el of track.detach()) el.remove();
+          track.detach();
+          // livekit-client detaches a track itself when the room goes; the element is ours.
+          element.remove();
         });
       })
       .on(RoomEvent.AudioPlaybackStatusChanged, () => {
@@ -112,6 +114,9 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
       .on(RoomEvent.Reconnected, () => status({ phase: "connected", detail: null }))
       .on(RoomEvent.Disconnected, (reason) => {
         if (!connected) return; // a failed join: connect() rejects with the cause
+        // The page left (livekit-client disconnects on beforeunload, before our pagehide):
+        // nothing failed, so nothing is reported; a report would pin a reloaded page to openai.
+        if (reason === DisconnectReason?.CLIENT_INITIATED) return finish(null);
         const name = DisconnectReason?.[reason] ?? String(reason ?? "unknown");
         finish({ code: "room_disconnected", detail: `the room dropped (${name})` });
       });
@@ -124,11 +129,13 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
       connected = true;
       log(`joined ${config.livekit.room}`);
       status({ phase: "waiting", detail: "waiting for the agent" });
+      // An agent already in the room (a reload) counts now, not once the microphone is open:
+      // a slow permission prompt must not run out the agent's timer.
+      const present = agents();
+      if (present.length > 0) agentJoined(present[0]);
       await room.localParticipant.setMicrophoneEnabled(true, MICROPHONE);
       const mic = room.localParticipant.getTrackPublication(Track.Source.Microphone);
       audio.watchInputTrack(mic?.track?.mediaStreamTrack);
-      const present = agents();
-      if (present.length > 0) agentJoined(present[0]);
     };
     start().catch((err) => {
       if (connected && DEVICE_ERRORS.has(err?.name)) {

@@ -26,12 +26,13 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from history import History
-from pipelines.contracts import MODES, Settings
+from pipelines.contracts import MODES, Mode, Settings
 from pipelines.contracts.history import NO_HISTORY, HistoryRecorder
 from pipelines.contracts.validation import describe_validation_error
 from relay import RelayConfig, RelayEndpoint
 
 from .admin import admin_view
+from .body_limit import BodyLimit
 from .dispatch import LiveKitProber, LiveKitServerApi
 from .errors import (
     GatewayError,
@@ -53,6 +54,8 @@ from .issuer import (
 )
 from .launcher import Launcher, RecallClient
 from .openapi import openapi_document
+from .page_policy import SecurityHeaders, page_headers
+from .reachability import Reachability
 from .redis_store import RedisStore
 from .router import Router
 from .store import MemoryStore, Store
@@ -137,6 +140,12 @@ class Gateway:
             if settings.livekit_dispatch_check is not None
             else self.production
         )
+        # What /readyz connects to for each mode: the LiveKit server, the relay's upstream.
+        self.upstreams: dict[Mode, Reachability] = {
+            "openai": Reachability(settings.openai_realtime_url)
+        }
+        if settings.livekit_url:
+            self.upstreams["livekit"] = Reachability(settings.livekit_url)
         self.prober: LiveKitProber | None = None
         if self.livekit_api is not None and settings.livekit_probe_interval_seconds > 0:
             self.prober = LiveKitProber(
@@ -179,7 +188,7 @@ class Gateway:
         q = request.query_params
         requested = parse_mode(q.get("mode"))
         claims = self._launch_claims(q.get("launch") or None)
-        session_id = q.get("session_id") or None
+        session_id = q.get("session_id")  # given empty, it is refused (not generated)
         if session_id is not None:
             check_session_id(session_id)
         if claims is not None:
@@ -214,8 +223,8 @@ class Gateway:
         return _json(config)
 
     async def fallback(self, request: Request) -> Response:
+        claims = self._launch_claims(_bearer(request))  # before a byte of the body is read
         body = await _read_model(request, FallbackRequest)
-        claims = self._launch_claims(_bearer(request))
         user = None
         if claims is not None:
             if claims.session_id != body.session_id:
@@ -281,15 +290,17 @@ class Gateway:
                 "missing": missing,
             }
         ready = all(modes[m]["ready"] for m in selectable)
+        unreachable = await self._unreachable(modes, selectable)
         breaker = await self.router.breaker()
         store = await self.store.check()
         # An open breaker does not make the gateway unready: it serves openai sessions. Nor
-        # does an unreachable Redis ("degraded"): livekit sessions still work, and taking
-        # every replica out of rotation at once would end them all.
+        # does an unreachable Redis or mode's service ("degraded"): the other mode and
+        # livekit sessions still work, and taking every replica out of rotation at once
+        # would end them all.
         modes["livekit"]["breaker"] = breaker.state
         # Nor does a history that cannot be written: sessions go on, their records are dropped.
         history = self._history_health()
-        degraded = store.state != "ok" or history["state"] == "degraded"
+        degraded = unreachable or store.state != "ok" or history["state"] == "degraded"
         status = "not_ready" if not ready else "degraded" if degraded else "ready"
         body: dict[str, Any] = {
             "status": status,
@@ -301,6 +312,21 @@ class Gateway:
         if self.prober is not None:
             body["livekit_probe"] = {"probes": self.prober.probes, "last_ok": self.prober.last_ok}
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def _unreachable(
+        self, modes: dict[str, dict[str, Any]], selectable: frozenset[Mode]
+    ) -> bool:
+        """Connects to the service of each selectable, configured mode (cached, bounded; see
+        `Reachability`); one that cannot be reached is not ready and says why. The gateway
+        itself stays ready ("degraded"): the outage of a service every replica shares would
+        otherwise take them all out of rotation, and the page and the other mode with them."""
+        checked = [m for m in MODES if m in selectable and modes[m]["ready"]]
+        reaches = await asyncio.gather(*(self.upstreams[m].check() for m in checked))
+        for mode, reach in zip(checked, reaches, strict=True):
+            modes[mode]["reachable"] = reach.ok
+            if not reach.ok:
+                modes[mode].update(ready=False, unreachable=reach.problem)
+        return not all(reach.ok for reach in reaches)
 
     def _history_health(self) -> dict[str, Any]:
         if self.history is None:
@@ -357,14 +383,21 @@ def create_app(
         routes.append(Mount("/static", StaticFiles(directory=PAGE_DIR), name="static"))
     app = Starlette(
         routes=routes,
-        middleware=_cors(settings.cors_origins),
         exception_handlers={
             ApiError: _api_error,
             GatewayError: _gateway_error,
             HTTPException: _http_error,
         },
+        middleware=[
+            Middleware(SecurityHeaders, headers=page_headers(settings)),
+            *_cors(settings.cors_origins),
+            Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES),
+        ],
         lifespan=_lifespan,
     )
+    # Starlette would answer /static and /v1/session/ with a redirect to a URL built from the
+    # Host header; those paths are plain 404s.
+    app.router.redirect_slashes = False
     app.state.gateway = gw
     return app
 
@@ -430,8 +463,13 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+    response = error_response(exc.status_code, code, str(exc.detail))
+    response.headers.update(exc.headers or {})  # 405's Allow, 413's Connection: close
+    return response
+
+
+_HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
 def store_from_settings(settings: Settings) -> Store:
@@ -460,7 +498,8 @@ def _bearer(request: Request) -> str | None:
 
 
 async def _read_model(request: Request, model: type[_M]) -> _M:
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "the body must be application/json")
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:

@@ -6,6 +6,7 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
+from typing import Annotated
 from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,7 +38,11 @@ class LaunchRequest(BaseModel):
     session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
     user: str | None = Field(None, min_length=1, max_length=MAX_USER_LENGTH)
     mode: Mode | None = None
-    meeting_url: str | None = Field(
+    # The schema says what check_meeting_url requires (its error, invalid_meeting_url, stays
+    # the server's: pydantic does not enforce the pattern).
+    meeting_url: Annotated[
+        str, Field(json_schema_extra={"format": "uri", "pattern": "^https://"})
+    ] | None = Field(
         None,
         min_length=1,
         max_length=2048,
@@ -134,10 +139,13 @@ class SessionIssuer:
         query = {"session": session_id}
         if request.mode is not None:
             query["mode"] = request.mode
+        if self._settings.gateway_page_url is not None:
+            # A page hosted elsewhere must talk to the gateway that signed its launch token.
+            query["gateway"] = self._settings.public_origin
         query["launch"] = token
         return LaunchResponse(
             session_id=session_id,
-            page_url=f"{self._settings.gateway_public_url}/?{urlencode(query)}",
+            page_url=f"{self._settings.page_url}?{urlencode(query)}",
             mode=mode,
             reason=reason,
             expires_at=_utc(time.time() + ttl),

@@ -133,7 +133,9 @@ def _tool(
         arguments=_arguments(arguments, transcripts),
         status=result.status,
         duration_ms=result.duration_ms,
-        idempotency_key=_clip(idempotency_key(sid, result.call_id), SHORT_CHARS * 2),
+        idempotency_key=_clip(
+            result.idempotency_key or idempotency_key(sid, result.call_id), SHORT_CHARS * 2
+        ),
         output=_clip(result.output, OUTPUT_CHARS) if transcripts else None,
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -29,7 +30,10 @@ from .tickets import Admission, RelayLedger, TicketError, verify_ticket
 
 log = logging.getLogger("voicegw.relay")
 
-_TICKET_IN_QUERY = re.compile(r"(ticket=)[^&\s\"]+")
+# Query parameters whose values may be logged; every other value is a possible credential
+# (`ticket` in any spelling the server decodes, `launch`, or anything else).
+_LOGGABLE_PARAMS = frozenset({"mode", "model"})
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 _SECRET_HEADERS = frozenset({"authorization", "sec-websocket-protocol"})
 
@@ -110,8 +114,11 @@ class RelayEndpoint:
                 session_id=ticket.session_id, mode="openai", user=ticket.user
             ),
         )
+        leg = open_client_leg(
+            websocket, receive, send, session, max_size=self.config.limits.max_frame_bytes
+        )
         try:
-            await session.run(open_client_leg(websocket, receive, send, session), subprotocol)
+            await session.run(leg, subprotocol)
         finally:
             await self._ledger.release_relay(session_id=ticket.session_id, slot=slot)
 
@@ -135,7 +142,10 @@ def credentials(websocket: WebSocket) -> tuple[str | None, str | None]:
 
 class RedactSecrets(logging.Filter):
     """Keeps tickets and keys out of the WebSocket libraries' logs: uvicorn logs each accepted
-    path with its query string, and websockets logs every handshake header at DEBUG."""
+    path with its raw query string, and websockets logs the request line and every handshake
+    header at DEBUG. A logged path's query is parsed as the server parses it (so `%74icket`
+    is `ticket`, and an escaped value is the ticket too) and every value but a few harmless
+    ones is redacted."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
@@ -148,12 +158,29 @@ class RedactSecrets(logging.Filter):
             and record.msg in ("< %s: %s", "> %s: %s")
         ):
             record.args = (args[0], "<redacted>")
-        elif any(isinstance(arg, str) and "ticket=" in arg for arg in args):
+        elif any(isinstance(arg, str) and arg.startswith("/") and "?" in arg for arg in args):
             record.args = tuple(
-                _TICKET_IN_QUERY.sub(r"\1<redacted>", arg) if isinstance(arg, str) else arg
+                redact_query(arg) if isinstance(arg, str) and arg.startswith("/") else arg
                 for arg in args
             )
         return True
+
+
+def redact_query(path: str) -> str:
+    """`path` with the value of every query parameter but `_LOGGABLE_PARAMS` redacted, and
+    any name that is not a short plain word too (a ticket can be sent as a name)."""
+    path, sep, query = path.partition("?")
+    if not sep:
+        return path
+    pairs = parse_qsl(query, keep_blank_values=True)  # as Starlette reads the query
+    redacted = [
+        (
+            k if _PLAIN_NAME.fullmatch(k) else "<redacted>",
+            v if k in _LOGGABLE_PARAMS else "<redacted>",
+        )
+        for k, v in pairs
+    ]
+    return f"{path}?{urlencode(redacted, safe='<>')}"
 
 
 def redact_secrets_in(logger: logging.Logger) -> logging.Logger:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from gateway.redis_store import RedisStore
 from gateway.store import MemoryStore, Store
@@ -28,7 +29,7 @@ from pipelines.contracts import load_settings
 from simulators.chatterbox import ChatterboxSimulator
 from simulators.deepgram import DeepgramSimulator
 from simulators.groq import GroqSimulator
-from simulators.livekit_api import LiveKitApiSimulator
+from simulators.livekit_server import LiveKitServer
 from simulators.n8n import N8nSimulator
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.recall import RecallSimulator
@@ -38,6 +39,16 @@ from tests.redis_server import RedisServer, new_prefix, running_redis
 from tests.stack import SECRETS
 from voicegw.serve import running_gateway
 from voicegw.simulate import SimulatedStack, simulated_stack
+
+# Hypothesis properties (the `fuzz` tests): a bounded run in `make test`, no per-example
+# deadline on the shared cores; `--hypothesis-profile=fuzz` for a long run (README, "Security").
+settings.register_profile("default", deadline=None)
+settings.register_profile(
+    "fuzz",
+    max_examples=20_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -260,13 +271,21 @@ async def recall_server(recall: RecallSimulator) -> AsyncIterator[RunningServer]
 
 
 @pytest.fixture
-def livekit() -> Iterator[LiveKitApiSimulator]:
-    yield LiveKitApiSimulator(
-        api_key=SECRETS["LIVEKIT_API_KEY"], api_secret=SECRETS["LIVEKIT_API_SECRET"]
-    )
+def livekit_track_job_status() -> bool:
+    """Whether `livekit` keeps dispatch job states current (LiveKit Cloud) or freezes them at
+    assignment (the open-source server); parametrize it to run a test on both."""
+    return True
 
 
 @pytest.fixture
-async def livekit_server(livekit: LiveKitApiSimulator) -> AsyncIterator[RunningServer]:
-    async with serve(livekit.app) as server:
-        yield server
+async def livekit(livekit_track_job_status: bool) -> AsyncIterator[LiveKitServer]:
+    """The LiveKit server stand-in on 127.0.0.1, knowing the tests' LiveKit key and secret:
+    signal, server API (Twirp) and agent workers; no media (that needs a network namespace,
+    see tests/netns.py)."""
+    stand_in = LiveKitServer(
+        {SECRETS["LIVEKIT_API_KEY"]: SECRETS["LIVEKIT_API_SECRET"]},
+        track_job_status=livekit_track_job_status,
+        idle_check_s=0.05,
+    )
+    async with stand_in.serve():
+        yield stand_in

@@ -100,7 +100,10 @@ def test_openai_mode_holds_a_turn_through_the_relay(
 ) -> None:
     stack.simulator(lambda sim: sim.script(Say(text=REPLY, audio_ms=REPLY_MS, pace=True)))
 
-    page.goto(stack.launch(mode="openai"))
+    response = page.goto(stack.launch(mode="openai"))
+    # Under its Content-Security-Policy (the page fixture fails on anything it refused).
+    assert response is not None
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     wait_for(
         page,
         "document.body.dataset.state === 'speaking' &&"

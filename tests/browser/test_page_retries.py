@@ -119,7 +119,7 @@ def test_a_gateway_answering_503_is_retried_with_backoff_then_given_up(
         if shown(page)["phase"] == "stopped":
             break
         page.clock.fast_forward(30_000)
-        page.wait_for_function("document.body.dataset.phase !== 'connecting'")
+        page.wait_for_function("() => document.body.dataset.phase !== 'connecting'")  # CSP: no eval
     found = wait_until_shown(page, "stopped", page_log)
     assert found["problem"] == (
         "The voice service is not available (503); gave up after 3 min"

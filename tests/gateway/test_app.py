@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -45,17 +46,66 @@ async def session(client: httpx.AsyncClient, **params: str) -> SessionConfig:
     return SessionConfig.model_validate_json(response.text)
 
 
+@contextlib.asynccontextmanager
+async def listening() -> AsyncIterator[str]:
+    """A port of 127.0.0.1 that accepts connections (and closes them): a reachable service."""
+
+    def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_health_and_readiness_name_what_is_missing() -> None:
-    async with gateway({}) as client:
+    async with gateway({"LIVEKIT_URL": "ws://127.0.0.1:9"}) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["modes"]["openai"]["missing"] == ["OPENAI_API_KEY"]
-        assert ready.json()["modes"]["livekit"]["ready"] is True  # dev server defaults
-    async with gateway(DEV) as client:
-        ready = await client.get("/readyz")
-        assert ready.status_code == 200
-        assert_no_secret(ready.text)
+    async with listening() as livekit, listening() as openai:
+        env = {
+            **DEV,
+            "LIVEKIT_URL": f"ws://{livekit}",
+            "OPENAI_REALTIME_URL": f"ws://{openai}/v1/realtime",
+        }
+        async with gateway(env) as client:
+            ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    for mode in ("livekit", "openai"):
+        assert ready.json()["modes"][mode] | {"breaker": None} == {
+            "selectable": True,
+            "ready": True,
+            "missing": [],
+            "reachable": True,
+            "breaker": None,
+        }
+    assert_no_secret(ready.text)
+
+
+async def test_readiness_connects_to_what_each_mode_needs() -> None:
+    """A mode whose service does not answer is not ready, and says where it tried; the
+    gateway stays in rotation (degraded), serving the other mode and the page."""
+    async with listening() as openai:
+        env = {
+            **DEV,
+            "LIVEKIT_URL": "ws://127.0.0.1:9",  # discard port: nothing listens
+            "OPENAI_REALTIME_URL": f"ws://{openai}/v1/realtime",
+        }
+        async with gateway(env) as client:
+            ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "degraded"
+    livekit = body["modes"]["livekit"]
+    assert (livekit["ready"], livekit["reachable"], livekit["missing"]) == (False, False, [])
+    assert livekit["unreachable"] == "127.0.0.1:9: connection refused"
+    assert body["modes"]["openai"]["ready"] is True
 
 
 async def test_livekit_session_token_verifies_with_room_grant_and_dispatch() -> None:
@@ -314,3 +364,62 @@ async def test_one_launch_token_gets_a_bounded_number_of_sessions(
         assert fallback.status_code == 429 and "Retry-After" in fallback.headers
         other = await gw.client.get("/v1/session", params={"launch": token("t2")})
         assert other.status_code == 200
+
+
+# -- HTTP details (issue 17.15) ----------------------------------------------------------------
+
+
+async def test_405_says_which_methods_are_allowed() -> None:
+    async with gateway(DEV) as client:
+        response = await client.post("/healthz")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+
+
+@pytest.mark.parametrize("path", ["/static", "/v1/session/"])
+async def test_no_redirect_is_built_from_the_host_header(path: str) -> None:
+    async with gateway(DEV) as client:
+        response = await client.get(path, headers={"Host": "evil.example"})
+    assert "evil.example" not in response.headers.get("location", "")
+    assert response.status_code == 404
+
+
+async def test_an_empty_session_id_is_refused_not_ignored() -> None:
+    async with gateway(DEV) as client:
+        response = await client.get("/v1/session?session_id=&mode=openai")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_session_id"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["Application/JSON", "application/json; charset=UTF-8", "APPLICATION/json;x=1"]
+)
+async def test_the_json_media_type_is_case_insensitive_and_takes_parameters(
+    content_type: str,
+) -> None:
+    async with gateway(DEV) as client:
+        response = await client.post(
+            "/v1/session/fallback",
+            content=json.dumps({"session_id": "x", "reason": "no agent"}),
+            headers={"Content-Type": content_type},
+        )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("path", ["/", "/static/index.html"])
+async def test_the_page_carries_a_content_security_policy(path: str) -> None:
+    async with gateway({**DEV, "GATEWAY_PUBLIC_URL": "https://gw.example.com"}) as client:
+        response = await client.get(path)
+    assert response.status_code == 200
+    policy = dict(
+        (directive.split(" ", 1) + [""])[:2]
+        for directive in response.headers["content-security-policy"].split("; ")
+    )
+    assert policy["default-src"] == "'none'"
+    assert policy["frame-ancestors"] == "'none'"  # Recall.ai loads it as the top-level page
+    assert policy["script-src"] == "'self'"  # its modules and livekit-client, no inline code
+    assert policy["base-uri"] == "'none'" and policy["object-src"] == "'none'"
+    connect = set(policy["connect-src"].split())
+    assert {"'self'", "wss://gw.example.com", "wss://lk.example.com"} <= connect
+    assert "https://lk.example.com" in connect  # livekit-client's HTTP validation

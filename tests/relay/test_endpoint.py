@@ -13,6 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.store import Store
 from pipelines.contracts import Settings, load_settings
+from relay.endpoint import redact_query
 from relay.tickets import issue_ticket
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.server import RunningServer
@@ -89,6 +90,42 @@ async def test_ticket_in_query(
             assert json.loads(await ws.recv())["type"] == "session.created"
     assert any("ticket=<redacted>" in r.getMessage() for r in caplog.records)
     assert_no_secrets(caplog, ticket)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "%74icket={ticket}",  # the key spelled with an escape: still `ticket` to the server
+        "mode=openai&%74ic%6Bet={ticket}",
+        "ticket={encoded}",  # the value spelled with escapes
+        "%2574icket={ticket}&ticket={ticket}",  # and a key the server does not read as one
+    ],
+)
+async def test_no_spelling_of_a_ticket_in_the_query_reaches_a_log_line(
+    relay: Relay, gateway: RunningServer, caplog: pytest.LogCaptureFixture, query: str
+) -> None:
+    """Issue 17.12: uvicorn logs each accepted WebSocket's path with its raw query."""
+    ticket = await relay.ticket()
+    encoded = "".join(f"%{byte:02X}" for byte in ticket.encode())
+    with caplog.at_level(logging.DEBUG):
+        url = f"{gateway.ws_url}/v1/realtime?{query.format(ticket=ticket, encoded=encoded)}"
+        async with connect(url) as ws:
+            assert json.loads(await ws.recv())["type"] == "agent.state"
+            assert json.loads(await ws.recv())["type"] == "session.created"
+    assert any("/v1/realtime?" in r.getMessage() for r in caplog.records)
+    assert_no_secrets(caplog, ticket, encoded, encoded.lower())
+
+
+def test_a_logged_query_keeps_only_plain_names_and_harmless_values() -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzaWQiOiJzIn0.c2lnbmF0dXJl"
+    assert redact_query(f"/v1/realtime?mode=openai&%74icket={jwt}") == (
+        "/v1/realtime?mode=openai&ticket=<redacted>"
+    )
+    assert redact_query(f"/v1/realtime?{jwt}") == "/v1/realtime?<redacted>=<redacted>"
+    assert redact_query(f"/v1/realtime?{jwt}=1&launch=x") == (
+        "/v1/realtime?<redacted>=<redacted>&launch=<redacted>"
+    )
+    assert redact_query("/v1/realtime") == "/v1/realtime"
 
 
 def assert_no_secrets(caplog: pytest.LogCaptureFixture, *secrets: str) -> None:

@@ -48,3 +48,18 @@ async def test_groq_refuses_an_unknown_model_and_streams_tool_calls() -> None:
     sent_tools = sim.received[-1]["tools"]
     assert [t["function"]["name"] for t in sent_tools] == ["send_email", "query_database"]
     assert sent_tools[1]["function"]["parameters"]["required"] == ["query"]
+
+
+async def test_groq_lists_its_models_to_the_real_client() -> None:
+    """What OpenAI-compatible clients prewarm with (livekit-plugins-openai's LLM.prewarm);
+    without it every `voicegw talk` logged a 404."""
+    from groq import AsyncGroq, AuthenticationError
+
+    sim = GroqSimulator()
+    async with serve(sim.app) as server:
+        async with AsyncGroq(api_key=sim.api_key, base_url=server.url) as client:
+            listed = await client.models.list()
+        assert {model.id for model in listed.data} == set(sim.models)
+        async with AsyncGroq(api_key="wrong", base_url=server.url, max_retries=0) as client:
+            with pytest.raises(AuthenticationError):
+                await client.models.list()

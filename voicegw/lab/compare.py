@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from simulators.profiles import SimulatedProviders
 
 from ..serve import running_gateway
 from ..simulate import simulated_stack
-from .audio import Samples, Utterance, conversation, find_utterances, read_wav
+from .audio import AudioFileError, Samples, Utterance, conversation, read_speech
 from .talk_livekit import talk
 from .talk_openai import talk_openai
 from .turns import STAGES, TalkRun, Turn, format_ms
@@ -87,18 +88,20 @@ def sample_recordings() -> list[Recording]:
 
 
 def load_recordings(paths: list[Path]) -> list[Recording]:
-    """WAV files, or every *.wav in a directory, in name order."""
+    """WAV files, or every *.wav in a directory, in name order, all read before any turn runs:
+    the first bad one is an AudioFileError naming it."""
     files: list[Path] = []
     for path in paths:
-        files += sorted(path.glob("*.wav")) if path.is_dir() else [path]
-    if not files:
-        raise ValueError("no WAV files found in the given inputs")
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav")
+            if not found:
+                raise AudioFileError(path, "no .wav files in this folder")
+            files += found
+        else:
+            files.append(path)
     recordings = []
     for file in files:
-        samples, rate = read_wav(file)
-        utterances = find_utterances(samples, rate)
-        if not utterances:
-            raise ValueError(f"{file.name}: no speech found")
+        samples, rate, utterances = read_speech(file)
         recordings.append(Recording(file.name, samples, rate, utterances))
     return recordings
 
@@ -109,8 +112,10 @@ async def run_compare(
     *,
     turns: int,
     sims: SimulatedProviders | None = None,
+    on_turn: Callable[[Turn, Mode], None] | None = None,
 ) -> dict[str, Any]:
-    """Run `turns` turns per mode and return `{"modes": …, "summary": …}`."""
+    """Run `turns` turns per mode and return `{"modes": …, "summary": …}`; `on_turn` hears of
+    each turn as it is measured."""
     options = PipelineOptions.from_settings(settings)
     vad = load_vad(options.vad)
     silence_s: dict[Mode, float] = {
@@ -157,6 +162,8 @@ async def run_compare(
                     lag = _lag_ms(end, played.origin + utterance.end_s, silence_s[mode])
                     row = CompareTurn(**turn.model_dump(), vad_lag_ms=lag)
                     results[mode].append(row.model_dump())
+                    if on_turn is not None:
+                        on_turn(row, mode)
             if run > 3 * turns:  # turns that never came back: stop, report what we have
                 log.warning("some turns produced no reply", extra={"runs": run})
                 break
@@ -165,15 +172,20 @@ async def run_compare(
 
 
 async def compare(
-    settings: Settings, recordings: list[Recording], *, turns: int, profile: str | None
+    settings: Settings,
+    recordings: list[Recording],
+    *,
+    turns: int,
+    profile: str | None,
+    on_turn: Callable[[Turn, Mode], None] | None = None,
 ) -> dict[str, Any]:
     """`voicegw compare`: `run_compare`, on simulated providers when `profile` is given (each
     turn draws its latencies from it)."""
     if profile is None:
-        return await run_compare(settings, recordings, turns=turns)
+        return await run_compare(settings, recordings, turns=turns, on_turn=on_turn)
     async with simulated_stack(settings, profile, speak_replies=False) as stack:
         result = await run_compare(
-            stack.settings, recordings, turns=turns, sims=stack.providers
+            stack.settings, recordings, turns=turns, sims=stack.providers, on_turn=on_turn
         )
     return {"profile": profile, **result}
 
