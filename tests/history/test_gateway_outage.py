@@ -98,7 +98,7 @@ async def test_sessions_go_on_while_the_history_database_is_down(
             assert during == normal  # the page saw the same conversation
 
             async def degraded() -> bool:
-                return (await readiness())["history"]["state"] == "degraded"
+                return bool((await readiness())["history"]["state"] == "degraded")
 
             await until(degraded, "/readyz says the history is degraded", timeout_s=30)
             ready = await readiness()
@@ -122,7 +122,7 @@ async def test_sessions_go_on_while_the_history_database_is_down(
                 own_postgres.thaw()
 
             async def recovered() -> bool:
-                return (await readiness())["history"]["state"] == "ok"
+                return bool((await readiness())["history"]["state"] == "ok")
 
             await until(recovered, "recording resumes by itself", timeout_s=40)
             await _conversation(url, ws, "after")
