@@ -62,7 +62,7 @@ ADMIN_PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-    "connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
     "form-action 'none'",
 }
 _UNAVAILABLE = (DBAPIError, OSError, TimeoutError)
