@@ -99,6 +99,8 @@ PROVIDERS: tuple[Provider, ...] = (
     ),
 )
 SIMULATED_IN_DEV = frozenset(p.name for p in PROVIDERS if p.simulated_in_dev)
+# What `simulated_stack` serves: LiveKit's stand-in and its worker are `simulated_livekit`'s.
+PROVIDER_SIMULATORS = SIMULATED_IN_DEV - {"livekit"}
 
 
 def to_simulate(settings: Settings, simulate: bool | None) -> frozenset[str]:

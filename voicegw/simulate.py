@@ -30,7 +30,7 @@ from simulators.profiles import (
     simulated_providers,
 )
 
-from .providers import SIMULATED_IN_DEV, simulated_variables
+from .providers import PROVIDER_SIMULATORS, simulated_variables
 from .supervise import Supervised
 
 if TYPE_CHECKING:  # imported when it starts: aiortc is not needed to serve openai mode
@@ -72,9 +72,7 @@ async def simulated_stack(
     pointed at them, or only at those named in `only` (`voicegw.providers` names; the others
     stay as configured). A simulator given here is used (and served) instead of a default
     one."""
-    simulated = (SIMULATED_IN_DEV if only is None else frozenset(only) & SIMULATED_IN_DEV) - {
-        "livekit"  # its stand-in is `simulated_livekit`'s
-    }
+    simulated = PROVIDER_SIMULATORS if only is None else frozenset(only) & PROVIDER_SIMULATORS
     variables = simulated_variables(simulated)
     async with simulated_providers(profile, speak_replies=speak_replies, **given) as providers:
         env = {name: value for name, value in providers.env.items() if name in variables}

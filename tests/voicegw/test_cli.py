@@ -151,7 +151,7 @@ def test_serve_with_no_environment_runs_on_simulators_and_says_so() -> None:
     servers = [r["msg"] for r in records(lines) if r["logger"].startswith("uvicorn")]
     assert servers == [f"Uvicorn running on {url} (Press CTRL+C to quit)"]
     providers = providers_said(lines)
-    for name in ("openai_realtime", "deepgram", "groq", "chatterbox", "n8n"):
+    for name in ("openai_realtime", "deepgram", "groq", "chatterbox", "n8n", "livekit"):
         assert providers[name]["msg"] == "provider simulated"
         assert providers[name]["at"].startswith("127.0.0.1:")
     assert providers["recall"]["msg"] == "provider missing"
@@ -165,7 +165,7 @@ def test_one_provider_key_simulates_the_others_and_says_which() -> None:
         assert session.status_code == 200, session.text  # openai is still simulated
     [rule] = [r for r in records(lines) if r["msg"].startswith("SIMULATED PROVIDERS")]
     assert rule["real"] == ["deepgram"]
-    assert rule["simulated"] == ["chatterbox", "groq", "n8n", "openai_realtime"]
+    assert rule["simulated"] == ["chatterbox", "groq", "livekit", "n8n", "openai_realtime"]
     assert rule["rule"] == "dev: each provider without a key"
     providers = providers_said(lines)
     assert (providers["deepgram"]["msg"], providers["deepgram"]["at"]) == (

@@ -8,7 +8,13 @@ import pytest
 
 from pipelines.contracts import load_settings
 from simulators.profiles import simulated_providers
-from voicegw.providers import PROVIDERS, SIMULATED_IN_DEV, simulated_variables, to_simulate
+from voicegw.providers import (
+    PROVIDER_SIMULATORS,
+    PROVIDERS,
+    SIMULATED_IN_DEV,
+    simulated_variables,
+    to_simulate,
+)
 from voicegw.simulate import simulated_stack
 
 PROD = {
@@ -30,6 +36,18 @@ def test_dev_simulates_exactly_the_providers_without_a_key() -> None:
     assert to_simulate(one_key, True) == SIMULATED_IN_DEV
     assert to_simulate(one_key, False) == frozenset()
     assert to_simulate(load_settings(PROD), None) == frozenset()
+    # LiveKit has livekit-server --dev's values in dev: left at those, it is the stand-in's.
+    assert "livekit" in to_simulate(one_key, None)
+    own = load_settings({"LIVEKIT_URL": "ws://127.0.0.1:7880"})
+    assert "livekit" in to_simulate(own, None)  # the same as the default: still the stand-in
+    cloud = load_settings(
+        {
+            "LIVEKIT_URL": "wss://example.livekit.cloud",
+            "LIVEKIT_API_KEY": "APIkey",
+            "LIVEKIT_API_SECRET": "s" * 32,
+        }
+    )
+    assert "livekit" not in to_simulate(cloud, None)
 
 
 @pytest.mark.parametrize("name", sorted(SIMULATED_IN_DEV))
@@ -42,7 +60,7 @@ def test_each_provider_alone_is_simulated_or_real(name: str) -> None:
 
 async def test_every_simulator_variable_belongs_to_a_provider() -> None:
     async with simulated_providers("instant") as sims:
-        assert set(sims.env) == simulated_variables(SIMULATED_IN_DEV)
+        assert set(sims.env) == simulated_variables(PROVIDER_SIMULATORS)
 
 
 async def test_a_partly_simulated_stack_keeps_the_real_providers() -> None:
@@ -57,4 +75,4 @@ async def test_a_partly_simulated_stack_keeps_the_real_providers() -> None:
         assert ours.groq_base_url == "https://api.groq.com/openai/v1"
         assert ours.chatterbox_base_url.startswith("http://127.0.0.1:")
         assert ours.openai_realtime_url.startswith("ws://127.0.0.1:")
-        assert set(stack.env) == simulated_variables(only)
+        assert set(stack.env) == simulated_variables(only - {"livekit"})
