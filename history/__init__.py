@@ -57,9 +57,9 @@ class History:
         retention: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`migrate`: bring the schema to head before the first write (the gateway; an agent
-        job process leaves it to the gateway or `voicegw history migrate`). `retention`: prune
-        old sessions in the background. `clock`: epoch seconds (tests)."""
+        """`migrate`: bring the schema to head before the first write (under a lock: every
+        process that writes does, the gateway and each agent job process). `retention`: prune
+        old sessions in the background (the gateway). `clock`: epoch seconds (tests)."""
         self.config = config
         self.engine = create_engine(config.url)
         self.recorder = Recorder(

@@ -4,7 +4,10 @@ in batches. Never in the audio path.
 A call to the recorder (or to a session's `SessionHistory`) appends one tuple to a deque and
 returns: no await, no I/O, no lock, nothing that grows with the database's trouble. The writer
 wakes every `flush_interval_s` (or when a batch is full), takes up to `batch_size` records,
-turns them into rows (`history/batch.py`) and writes them in one transaction.
+turns them into rows (`history/batch.py`) and writes them in one transaction. Once a second:
+each write costs the event loop a millisecond or two of SQLAlchemy and driver work however
+small it is, so the write rate, not the record rate, is what shows in the relay's frame-pair
+tail (`bench/history_overhead.py`: at 4 writes a second its p95 rose by a tenth to a half).
 
 When the database fails (refused, reset, slower than its timeouts) the writer keeps the batch
 it holds and tries again every `retry_s`; meanwhile the queue fills and what no longer fits is
@@ -85,7 +88,7 @@ class Recorder:
         transcripts: bool = True,
         capacity: int = 10_000,
         batch_size: int = 500,
-        flush_interval_s: float = 0.25,
+        flush_interval_s: float = 1.0,
         retry_s: float = 1.0,
         write_timeout_s: float = WRITE_TIMEOUT_S,
         migrate_first: bool = False,

@@ -188,7 +188,7 @@ async def test_a_session_in_both_modes_is_recorded_whole_and_without_secrets(
 
 async def _until_recorded(client: httpx.AsyncClient, done: Any) -> dict[str, Any]:
     """The session as the admin API reads it, once `done` (polled: the writer runs on its own
-    clock, 0.25 s per batch), within 10 s."""
+    clock, a batch a second), within 10 s."""
     async with asyncio.timeout(10):
         while True:
             response = await client.get(
