@@ -3,7 +3,7 @@ LiveKit pipeline's voice-to-voice, with history on and off, in the same run.
 
     .venv/bin/python -m bench.history_overhead [--sessions 50] [--seconds 8] [--rounds 3]
                                                [--side-rate 2] [--utterances 6]
-                                               [--skip-relay|--skip-pipeline]
+                                               [--pin] [--skip-relay|--skip-pipeline]
 
 Relay: two gateway processes served as `voicegw serve` serves them, one recording into a
 SQLite history (a fresh file in a temporary directory), one with HISTORY_ENABLED=false, both
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -64,11 +65,16 @@ def _serve_relay(port: int, upstream: str, data_dir: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _child(*args: str, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+async def _child(
+    *args: str, port: int, core: str | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`core`: pinned there (`taskset`)."""
     if args[0] == "_simulator":
         command = [sys.executable, "-m", "bench.relay_overhead", *args]
     else:
         command = [sys.executable, "-m", "bench.history_overhead", *args]
+    if core is not None:
+        command = ["taskset", "-c", core, *command]
     process = await asyncio.create_subprocess_exec(*command)
     try:
         for _ in range(400):
@@ -100,16 +106,20 @@ async def _side_load(http_url: str, rate: float, stop: asyncio.Event) -> int:
 
 
 async def relay_overhead(
-    sessions: int, seconds: float, rounds: int, side_rate: float
+    sessions: int, seconds: float, rounds: int, side_rate: float, pin: bool
 ) -> dict[str, Any]:
+    """`pin`: both gateways on core 0, the simulator and the load on core 1."""
     sim_port, on_port, off_port = free_port(), free_port(), free_port()
+    relay_core, other_core = ("0", "1") if pin else (None, None)
+    if pin:
+        os.sched_setaffinity(0, {1})
     upstream = f"ws://127.0.0.1:{sim_port}/v1/realtime"
     results: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
     with tempfile.TemporaryDirectory(prefix="voicegw-history-bench-") as data_dir:
         async with (
-            _child("_simulator", str(sim_port), port=sim_port),
-            _child("_relay", str(on_port), upstream, data_dir, port=on_port) as on,
-            _child("_relay", str(off_port), upstream, "off", port=off_port) as off,
+            _child("_simulator", str(sim_port), port=sim_port, core=other_core),
+            _child("_relay", str(on_port), upstream, data_dir, port=on_port, core=relay_core) as on,
+            _child("_relay", str(off_port), upstream, "off", port=off_port, core=relay_core) as off,
         ):
             paths = {
                 "on": (on_port, on.pid),
@@ -135,12 +145,17 @@ async def relay_overhead(
                         f"{result['cpu_us_per_pair']:.1f} µs CPU per pair, frame pair "
                         f"p50 {result['p50']:.2f} ms p95 {result['p95']:.2f} ms, "
                         f"{result['pairs']} pairs, {result['lost']} lost, "
-                        f"{result_side} sessions issued beside",
+                        f"{result_side} sessions issued beside, load {_loadavg()}",
                         file=sys.stderr,
                         flush=True,
                     )
             recorded = _count_sessions(Path(data_dir) / "history.db")
     return {"results": results, "recorded": recorded}
+
+
+def _loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def _count_sessions(path: Path) -> int:
@@ -272,7 +287,9 @@ def report(relay: dict[str, Any] | None, pipeline: dict[str, list[float]] | None
 async def main(args: argparse.Namespace) -> None:
     relay = None
     if not args.skip_relay:
-        relay = await relay_overhead(args.sessions, args.seconds, args.rounds, args.side_rate)
+        relay = await relay_overhead(
+            args.sessions, args.seconds, args.rounds, args.side_rate, args.pin
+        )
     pipeline = None
     if not args.skip_pipeline:
         pipeline = await pipeline_overhead(args.utterances, args.rounds)
@@ -289,6 +306,9 @@ def cli() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--side-rate", type=float, default=2.0, help="sessions issued per s")
     parser.add_argument("--utterances", type=int, default=6, help="per pipeline run")
+    parser.add_argument(
+        "--pin", action="store_true", help="gateways on core 0, simulator and load on core 1"
+    )
     parser.add_argument("--skip-relay", action="store_true")
     parser.add_argument("--skip-pipeline", action="store_true")
     args = parser.parse_args()
