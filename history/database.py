@@ -8,6 +8,7 @@ the background writer a bounded wait, never a caller.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +69,21 @@ class HistoryConfig:
         if self.kind == "sqlite":
             return str(url.database)
         return f"{url.host}:{url.port or 5432}/{url.database}"
+
+
+def unusable_data_dir(settings: Settings) -> str | None:
+    """Why the SQLite history cannot be kept where the settings say (None: it can, or it is
+    not used), in a line naming the variable, for start-up to refuse with."""
+    if not settings.history_enabled or settings.database_url is not None:
+        return None
+    where = Path(settings.voicegw_data_dir)
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"VOICEGW_DATA_DIR: cannot make {where} for the history ({exc.strerror})"
+    if not os.access(where, os.W_OK | os.X_OK):
+        return f"VOICEGW_DATA_DIR: {where} is not writable by this user (the history's SQLite file)"
+    return None
 
 
 def sqlite_url(path: Path) -> str:

@@ -39,6 +39,15 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
+def history_problem(settings: Settings) -> None:
+    """Refuse to start, in one line, where the history cannot be kept."""
+    from history.database import unusable_data_dir
+
+    problem = unusable_data_dir(settings)
+    if problem:
+        fail(f"invalid configuration: {problem}")
+
+
 def settings_or_exit(process: Process = "gateway", *, dev_defaults: bool = True) -> Settings:
     """Settings from the environment; a bad configuration exits 2 naming every bad variable."""
     try:
@@ -105,6 +114,7 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
     settings = settings_or_exit()
     if simulate and settings.voicegw_env == "production":
         fail("--simulate is for dev; production talks to real providers")
+    history_problem(settings)
     logging.captureWarnings(True)  # a library's warning is one more JSON line, not raw text
     # LiveKit API secrets are LiveKit's to choose (`livekit-server --dev` uses "secret"); the
     # server API client and, simulated, the LiveKit stand-in sign and verify with it.
@@ -133,6 +143,7 @@ def agent(ctx: click.Context, mode: str) -> None:
     missing = missing_for_agent(settings)
     if missing:
         fail(f"invalid configuration: the agent requires {', '.join(missing)}")
+    history_problem(settings)
     try:
         run_agent(settings, dev=mode == "dev", log_level=log_level)
     except AgentFailed as exc:
