@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from .room import audible_seconds, speak_when_the_agent_is_there
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.browser]
 
+VOICEGW = [sys.executable, "-m", "voicegw"]
 PORT = 8080  # make run's; the namespace is the test's own
 JWT = re.compile(r"eyJ[\w-]{10,}\.[\w-]{10,}\.[\w-]{10,}")
 ANSWERED = (
@@ -41,7 +43,15 @@ ANSWERED = (
 
 
 @pytest.fixture(scope="module")
-def served(netns: NetNamespace) -> Iterator[tuple[subprocess.Popen[bytes], Lines]]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the served gateway keeps its SQLite history (make run's is ./data)."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def served(
+    netns: NetNamespace, data_dir: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], Lines]]:
     """`voicegw serve` as `make run` runs it, in the namespace, with nobody's environment."""
     env = {
         k: v
@@ -50,6 +60,7 @@ def served(netns: NetNamespace) -> Iterator[tuple[subprocess.Popen[bytes], Lines
             ("VOICE", "GATEWAY_", "LIVEKIT_", "OPENAI_", "DEEPGRAM_", "GROQ_", "CHATTERBOX_")
         )
     }
+    env["VOICEGW_DATA_DIR"] = str(data_dir)
     command = [sys.executable, "-m", "voicegw", "serve", "--port", str(PORT)]
     with subprocess.Popen(
         netns.command(command), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -106,6 +117,44 @@ def test_livekit_mode_holds_a_simulated_conversation_under_make_run(
     # The room, its dispatch and the worker's job, as both processes logged them.
     lines.wait_for('"job started"', within_s=1)
     assert any(r["msg"] == "room created" and r["room"] == "meeting_mr1" for r in records(lines))
+
+
+def test_openai_mode_too_and_both_are_in_the_history(
+    served: tuple[subprocess.Popen[bytes], Lines], data_dir: Path, page: Page, page_log: PageLog
+) -> None:
+    """Issue 18's "done when": a conversation in each mode through make run is in `voicegw
+    history` with its turns (the livekit one from the test above: its agent worker recorded it
+    into the same SQLite file)."""
+    page.goto(f"http://127.0.0.1:{PORT}/?session=mr2&mode=openai")
+    page.evaluate("window.__e2e.openMic()")  # openai mode takes the microphone first
+    wait_for(page, ANSWERED.replace("You said:", ""), timeout_s=60, log=page_log)
+    assert page.evaluate("document.body.dataset.mode") == "openai"
+    for session_id, mode in (("mr1", "livekit"), ("mr2", "openai")):
+        said = history_said(data_dir, session_id)
+        assert said["mode"] == mode
+        assert any(t.startswith("(simulated)") for t in said["agent"]), said
+        assert said["user"], said
+
+
+def history_said(data_dir: Path, session_id: str, within_s: float = 45) -> dict[str, Any]:
+    """What `voicegw history --session` says was said, once both sides of a turn are in (each
+    process writes its records about once a second, off the audio path)."""
+    env = {**os.environ, "VOICEGW_DATA_DIR": str(data_dir)}
+    command = [*VOICEGW, "history", "--session", session_id, "--format", "json"]
+    deadline = time.monotonic() + within_s
+    while True:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        if result.returncode == 0:
+            session = json.loads(result.stdout)
+            said: dict[str, Any] = {"mode": session["mode"], "user": [], "agent": []}
+            for leg in session["legs"]:
+                for turn in leg["turns"]:
+                    for utterance in turn["said"]:
+                        said[utterance["role"]].append(utterance["text"])
+            if said["user"] and said["agent"]:
+                return said
+        assert time.monotonic() < deadline, f"{session_id} not in the history: {result}"
+        time.sleep(0.2)
 
 
 def test_a_dead_worker_is_restarted_and_the_gateway_stops_it_with_itself(
