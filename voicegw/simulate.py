@@ -22,7 +22,14 @@ from simulators.profiles import (
     simulated_providers,
 )
 
-PROVIDER_KEYS = ("OPENAI_API_KEY", "DEEPGRAM_API_KEY", "GROQ_API_KEY", "CHATTERBOX_API_KEY")
+PROVIDER_KEYS = (
+    "OPENAI_API_KEY",
+    "DEEPGRAM_API_KEY",
+    "GROQ_API_KEY",
+    "CHATTERBOX_API_KEY",
+    "CARTESIA_API_KEY",
+    "ELEVENLABS_API_KEY",
+)
 
 
 def simulate_by_default(settings: Settings) -> bool:

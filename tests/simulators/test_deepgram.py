@@ -1,14 +1,18 @@
 """The Deepgram simulator refuses what Deepgram refuses (a wrong key, before any stream), and
-the real plugin (livekit-plugins-deepgram) sees the refusal without the key in it."""
+the real plugin (livekit-plugins-deepgram) sees the refusal without the key in it; scripted
+interims can say other words than the final, as a recogniser that changes its mind."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
+import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError
+from livekit.agents.stt import SpeechEventType
 from livekit.plugins import deepgram
 
 from simulators.deepgram import DeepgramSimulator
@@ -43,3 +47,50 @@ async def test_deepgram_refuses_a_wrong_key(http: aiohttp.ClientSession) -> None
     assert "wrong-key-42" not in repr(caught.value)
     assert sim.rejected == ["Authorization must be 'Token <api key>'"]
     assert sim.connections == []
+
+
+def _frames(seconds: float, *, loud: bool) -> list[rtc.AudioFrame]:
+    rate, step = 16000, 160
+    t = np.arange(round(seconds * rate)) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767 * loud).astype(np.int16)
+    return [
+        rtc.AudioFrame(
+            data=pcm[i : i + step].tobytes(),
+            sample_rate=rate,
+            num_channels=1,
+            samples_per_channel=step,
+        )
+        for i in range(0, len(pcm), step)
+    ]
+
+
+async def test_interims_can_say_other_words_than_the_final(http: aiohttp.ClientSession) -> None:
+    sim = DeepgramSimulator(
+        transcripts=["What can you do for you?"],
+        interims=["what can you do for me"],
+        interim_every_s=0.25,
+    )
+    async with serve(sim.app) as server:
+        url = f"{server.url}/v1/listen"
+        stt = deepgram.STT(api_key=sim.api_key, base_url=url, http_session=http)
+        stream = stt.stream(conn_options=NO_RETRY)
+        for frame in _frames(2.0, loud=True) + _frames(0.5, loud=False):
+            stream.push_frame(frame)
+        interims: list[str] = []
+        finals: list[str] = []
+        async with asyncio.timeout(10):
+            async for event in stream:
+                text = event.alternatives[0].text if event.alternatives else ""
+                if event.type == SpeechEventType.INTERIM_TRANSCRIPT:
+                    interims.append(text)
+                elif event.type == SpeechEventType.FINAL_TRANSCRIPT:
+                    finals.append(text)
+                    break
+        await stream.aclose()
+        await stt.aclose()
+    # an interim every 0.25 s of speech, each revealing more of the interim words
+    assert len(interims) >= 6
+    assert all("what can you do for me".startswith(text) for text in interims)
+    assert interims[-1] == "what can you do for me"
+    assert finals == ["What can you do for you?"]
+    assert sim.finals == finals
