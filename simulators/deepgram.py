@@ -57,6 +57,7 @@ class DeepgramSimulator:
     hangover_s: float = 0.1
     utterance_gap_s: float = 1.0
     interim_every_s: float = 0.3
+    seconds_per_word: float = _SECONDS_PER_WORD  # how fast interims reveal their words
     finalize: bool = True
     speech_level: float = 0.02
     connections: list[Connection] = field(default_factory=list)
@@ -305,7 +306,7 @@ class _Stream:
         if not self.interim_segments:
             return ""
         words = self.interim_segments[0].split()
-        spoken = int((self.audio_s - self.segment_start_s) / _SECONDS_PER_WORD) + 1
+        spoken = int((self.audio_s - self.segment_start_s) / self.sim.seconds_per_word) + 1
         return " ".join(words[: min(len(words), spoken)])
 
     def _results(
