@@ -16,6 +16,7 @@ from typing import NoReturn
 import click
 
 from pipelines.contracts import MODES, ConfigError, Mode, Settings, load_settings
+from pipelines.contracts.settings import TTS_PROVIDERS, TtsProvider
 from simulators.profiles import PROFILES
 
 from .logs import configure_logging
@@ -150,9 +151,20 @@ def talk(
     help="a WAV file or a directory of them; repeatable [default: the shipped samples]",
 )
 @click.option("--turns", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--voices",
+    default=None,
+    help=f"livekit once per voice, comma-separated ({','.join(TTS_PROVIDERS)}) "
+    "[default: TTS_PROVIDER]",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the raw per-turn figures as JSON")
 def compare(
-    simulate: bool, profile: str, inputs: tuple[Path, ...], turns: int, as_json: bool
+    simulate: bool,
+    profile: str,
+    inputs: tuple[Path, ...],
+    turns: int,
+    voices: str | None,
+    as_json: bool,
 ) -> None:
     """The same utterances through both modes: per-stage p50/p95, cost, plan criteria."""
     from .lab.compare import compare as run_compare
@@ -160,8 +172,13 @@ def compare(
     from .lab.talk import missing_keys
 
     settings = settings_or_exit()
+    chosen = _voices(voices)
     if not simulate:
         missing = [key for mode in MODES for key in missing_keys(settings, mode)]
+        for voice in chosen or []:
+            key = f"{voice.upper()}_API_KEY"
+            if settings.value_of(key) is None and key not in missing:
+                missing.append(key)
         if missing:
             fail(f"compare needs {', '.join(missing)} (or --simulate)")
     try:
@@ -169,12 +186,28 @@ def compare(
     except ValueError as exc:
         fail(str(exc))
     result = asyncio.run(
-        run_compare(settings, recordings, turns=turns, profile=profile if simulate else None)
+        run_compare(
+            settings,
+            recordings,
+            turns=turns,
+            profile=profile if simulate else None,
+            voices=chosen,
+        )
     )
     if as_json:
         click.echo(json.dumps(result))
     else:
         click.echo(render_table(result, profile=result.get("profile")))
+
+
+def _voices(value: str | None) -> list[TtsProvider] | None:
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in TTS_PROVIDERS]
+    if unknown or not names:
+        fail(f"--voices takes {', '.join(TTS_PROVIDERS)} (comma-separated)")
+    return [voice for name in dict.fromkeys(names) for voice in TTS_PROVIDERS if voice == name]
 
 
 @main.command()

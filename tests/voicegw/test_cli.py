@@ -52,6 +52,10 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
                 "DEEPGRAM_",
                 "GROQ_",
                 "CHATTERBOX_",
+                "CARTESIA_",
+                "ELEVENLABS_",
+                "TTS_",
+                "SPECULATION",
             )
         )
     }
@@ -108,6 +112,25 @@ def test_bad_configuration_exits_2_naming_every_variable() -> None:
     assert "VOICE_LIVEKIT_ROLLOUT_PERCENT" in result.stderr
     assert "GATEWAY_SECRET" in result.stderr
     assert "short-but-secret" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--simulate", "--voices", "chatterbox,playht"], "--voices takes chatterbox, cartesia"),
+        (["--voices", "cartesia"], "CARTESIA_API_KEY"),
+    ],
+)
+def test_compare_voices_are_checked_before_anything_runs(args: list[str], said: str) -> None:
+    result = subprocess.run(
+        [*VOICEGW, "compare", *args],
+        env=clean_env(ENV),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert said in result.stderr
 
 
 def test_production_without_secrets_refuses_to_start() -> None:
