@@ -80,7 +80,7 @@ class DeepgramSimulator:
         )
         finals = _segments(text)
         interim = self.interims[index] if index < len(self.interims) else None
-        return finals, finals if interim is None else _segments(interim)
+        return finals, list(finals) if interim is None else _segments(interim)
 
     async def _handle(self, websocket: WebSocket) -> None:
         problem = self._check(websocket)

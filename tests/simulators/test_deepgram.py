@@ -94,3 +94,36 @@ async def test_interims_can_say_other_words_than_the_final(http: aiohttp.ClientS
     assert interims[-1] == "what can you do for me"
     assert finals == ["What can you do for you?"]
     assert sim.finals == finals
+
+
+@pytest.mark.parametrize("interims", [None, "please send an email to bob|about the budge"])
+async def test_an_item_with_a_pause_gives_one_final_per_segment(
+    http: aiohttp.ClientSession, interims: str | None
+) -> None:
+    sim = DeepgramSimulator(
+        transcripts=["Please send an email to Bob|about the budget."], interims=[interims]
+    )
+    async with serve(sim.app) as server:
+        url = f"{server.url}/v1/listen"
+        stt = deepgram.STT(api_key=sim.api_key, base_url=url, http_session=http)
+        stream = stt.stream(conn_options=NO_RETRY)
+        heard: list[str] = []
+        finals: list[str] = []
+        async with asyncio.timeout(10):
+            # audio comes in real time: the second half only once the first has its final
+            for pause in (0.3, 0.5):
+                for frame in _frames(1.0, loud=True) + _frames(pause, loud=False):
+                    stream.push_frame(frame)
+                async for event in stream:
+                    text = event.alternatives[0].text if event.alternatives else ""
+                    if event.type == SpeechEventType.INTERIM_TRANSCRIPT:
+                        heard.append(text)
+                    elif event.type == SpeechEventType.FINAL_TRANSCRIPT:
+                        finals.append(text)
+                        break
+        await stream.aclose()
+        await stt.aclose()
+    assert finals == ["Please send an email to Bob", "about the budget."]
+    revealed = (interims or "Please send an email to Bob|about the budget.").split("|")
+    assert heard[0] and revealed[0].startswith(heard[0])
+    assert heard[-1] and revealed[1].startswith(heard[-1])
