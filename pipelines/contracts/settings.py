@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     preemptive_generation: bool = True
     preemptive_tts: bool = True
     speculation: Speculation = "pause"
-    speculation_pause_ms: int = Field(50, ge=10, le=1000)
+    speculation_pause_ms: int = Field(60, ge=10, le=1000)
     tts_chunks: Literal["clauses", "sentences"] = "clauses"
     deepgram_model: str = Field("nova-3", min_length=1)
     deepgram_language: str = Field("en-US", min_length=1)

@@ -13,9 +13,11 @@ So a stale answer is never spoken; what we decide is *when* to hand it a preflig
 events through and watches the audio going to the STT. Policies (`SPECULATION`):
 
 - `pause`: the latest interim becomes a preflight when the user has been quiet for
-  `pause_s` (50 ms by default: longer than the gaps inside words, far shorter than Silero's
-  300 ms end of speech or the STT's final), or when Silero reports the end of speech before
-  the STT's final has come. Each interim is speculated on at most once, so a pause inside a
+  `pause_s` (60 ms by default: longer than most gaps inside words, which reach 50 ms in
+  espeak-ng's speech, and far shorter than Silero's 300 ms end of speech or the STT's final
+  at ~150 ms), or when Silero reports the end of speech before the STT's final has come.
+  `bench/pipeline_latency.py` measured 50 / 60 / 70 ms at the published profile: 488 / 503 /
+  540 ms v2v p50 for 2.5 / 1.8 / 1.8 LLM requests per utterance. Each interim is speculated on at most once, so a pause inside a
   sentence costs at most one attempt, and an attempt outlives pauses that add no words.
 - `interims`: every interim becomes a preflight (the old `PREEMPTIVE_ON_INTERIMS`): fastest,
   and an LLM and TTS request per interim.
@@ -57,7 +59,7 @@ _MIN_SPEECH_S = 0.2  # a pause only counts after this much speech
 @dataclass(frozen=True)
 class SpeculationOptions:
     policy: Policy = "pause"
-    pause_s: float = 0.05
+    pause_s: float = 0.06
 
 
 def words_of(text: str) -> list[str]:

@@ -326,7 +326,7 @@ def test_options_come_from_settings() -> None:
     assert options.vad.min_silence_s == 0.35 and options.vad.min_speech_s == 0.1
     assert options.tool_filler_s == 0.6
     assert options.vad.deactivation_threshold == 0.5
-    assert options.speculation == SpeculationOptions(policy="interims", pause_s=0.05)
+    assert options.speculation == SpeculationOptions(policy="interims", pause_s=0.06)
     assert turn_handling(options) == {
         "turn_detection": "vad",
         "endpointing": {"mode": "fixed", "min_delay": 0.1, "max_delay": 3.0},
