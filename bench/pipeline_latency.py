@@ -58,7 +58,7 @@ from pipelines.contracts import load_settings
 from pipelines.contracts.settings import TtsProvider
 from pipelines.livekit.latency import estimated_voice_to_voice
 from pipelines.livekit.pipeline import PipelineOptions, VadOptions, load_vad
-from pipelines.livekit.speculation import SpeculationOptions
+from pipelines.livekit.speculation import SpeculationOptions, words_of
 from pipelines.livekit.state import RecordingPublisher
 from simulators.cartesia import CartesiaSimulator
 from simulators.chatterbox import ChatterboxSimulator
@@ -132,6 +132,7 @@ class Row:
     tts_chars: int = 0  # sent to the TTS
     spoken_chars: int = 0  # of the replies played
     cost_per_min: float | None = None
+    stale: int = 0  # replies that do not answer their utterance's final transcript
     load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and end
 
     @property
@@ -222,6 +223,7 @@ async def run_once(
     if rejected:
         raise RuntimeError(f"a simulator rejected a request: {rejected[:3]}")
     row = measure(name, profile_name, options, result, finals)
+    row.stale = stale_replies(result, transcripts)
     row.voice = voice
     usage = result.usage
     if usage.llm_requests != len(groq.received):  # the meter must see what the provider saw
@@ -232,6 +234,20 @@ async def run_once(
     row.cost_per_min = usage.cost_per_minute()
     row.load = (load_before, os.getloadavg()[0])
     return row
+
+
+def stale_replies(result: LiveKitRun, transcripts: list[str]) -> int:
+    """Turns whose reply echoes other words than a whole final transcript (the Groq simulator
+    answers with the user's words, so a reply made from a guess that did not stand shows)."""
+    scripted = [words_of(text.replace("|", " ")) for text in transcripts]
+    stale = 0
+    for turn in result.records:
+        said = " ".join(turn.assistant_text)
+        if "You said:" not in said:
+            continue  # a tool turn, or a filler
+        echoed = words_of(said.split("You said:", 1)[1])
+        stale += not any(echoed[: len(words)] == words for words in scripted)
+    return stale
 
 
 def measure(
@@ -292,7 +308,8 @@ def table(rows: list[Row]) -> str:
     head = (
         ["config", "profile", "runs x turns"]
         + [f"{s} p50/p95" for s in SHOWN]
-        + ["cut-offs", "LLM/TTS req per utt.", "TTS chars sent/spoken", "$/min", "v2v p50 per run"]
+        + ["cut-offs", "stale", "LLM/TTS req per utt.", "TTS chars sent/spoken", "$/min"]
+        + ["v2v p50 per run"]
         + ["load"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -304,6 +321,7 @@ def table(rows: list[Row]) -> str:
             p95 = _median([pct(r.stages.get(stage, []), 95) for r in runs])
             cells.append("-" if p50 is None or p95 is None else f"{p50:.0f} / {p95:.0f}")
         cells.append(f"{sum(r.cut_offs for r in runs)}/{sum(r.paused for r in runs)}")
+        cells.append(str(sum(r.stale for r in runs)))
         llm = _median([r.llm_requests / r.utterances for r in runs])
         tts = _median([r.tts_requests / r.utterances for r in runs])
         cells.append(f"{llm:.2f} / {tts:.2f}")
