@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the tests need: espeak-ng speaks the test utterances, sox measures audio,
 # chromium runs the meeting page (tests/browser drive it with Playwright; never its own download);
-# iproute2 makes the network namespaces WebRTC tests run in (libwebrtc ignores loopback).
-DEBIAN_PACKAGES := espeak-ng sox libportaudio2 chromium iproute2
+# iproute2 makes the network namespaces WebRTC tests run in (libwebrtc ignores loopback);
+# redis-server is the shared store the replica tests start on a free port of their own.
+DEBIAN_PACKAGES := espeak-ng sox libportaudio2 chromium iproute2 redis-server
 HOST ?= 127.0.0.1
 PORT ?= 8080
 

@@ -100,7 +100,7 @@ def relay_pair() -> tuple[Callable[[], None], list[CountingTransport]]:
     )
     session = RelaySession(session_id="bench", config=config)
     protocol = _Protocol()
-    leg = DirectLeg(protocol, session, None)  # type: ignore[arg-type]
+    leg = DirectLeg(protocol, session, None, config.limits.max_frame_bytes)  # type: ignore[arg-type]
     upstream, up_transport = _upstream(session)
     # Wired as run() wires them once the upstream is open (run() would also connect).
     session._client, session._upstream = leg, upstream
@@ -130,6 +130,9 @@ class _LeanClient:
         pass
 
     def on_upstream_backpressure(self, paused: bool) -> None:
+        pass
+
+    def on_upstream_unresponsive(self) -> None:
         pass
 
 

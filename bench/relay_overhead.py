@@ -98,7 +98,7 @@ def _serve_relay(port: int, upstream: str) -> None:
             "OPENAI_REALTIME_URL": upstream,
             "OPENAI_TURN_DETECTION": "none",
             "VOICE_DEFAULT_MODE": "openai",
-            "RELAY_MAX_SESSION_SECONDS": "600",
+            "RELAY_MAX_SESSION_SECONDS": "3600",  # long enough for bench.soak too
         }
     )
     configure_logging("WARNING")  # as `voicegw --log-level WARNING serve`
@@ -188,6 +188,9 @@ def _serve_lean(port: int, upstream: str) -> None:
             self.transport.close()
 
         def on_upstream_backpressure(self, paused: bool) -> None:
+            pass
+
+        def on_upstream_unresponsive(self) -> None:
             pass
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -337,6 +340,9 @@ class StreamingClient:
     def on_upstream_backpressure(self, paused: bool) -> None:
         pass
 
+    def on_upstream_unresponsive(self) -> None:
+        pass
+
     # -- load ------------------------------------------------------------------------------
 
     def start(self, measure_from: float, until: float) -> None:
@@ -344,6 +350,10 @@ class StreamingClient:
         loop = asyncio.get_running_loop()
         self._next = loop.time() + random.random() * CHUNK_S
         self._timer = loop.call_at(self._next, self._tick)
+
+    def stop(self) -> None:
+        """Send no more chunks (the ones in flight are still timed)."""
+        self._until = 0.0
 
     def _tick(self) -> None:
         if time.perf_counter() >= self._until:

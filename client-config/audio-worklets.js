@@ -5,6 +5,8 @@
 // pcm-player: plays 24 kHz mono Float32 chunks pushed by the main thread, resampled to the
 //   context rate, without gaps: chunks are queued and read sample by sample, so a new chunk
 //   continues exactly where the previous one ended. `clear` drops everything (barge-in).
+//   It reports `playing` the moment it starts or stops rendering queued audio (the page's
+//   "speaking" follows it), and its counters every 100 ms.
 //
 // `sampleRate` is a global of the AudioWorkletGlobalScope.
 
@@ -123,6 +125,7 @@ class PcmPlayerProcessor extends AudioWorkletProcessor {
       ...this.stats,
       queuedSamples: this.queued,
       playing: this.playing,
+      ended: this.ended,
       sampleRate,
     });
     this.sinceReport = 0;
@@ -132,6 +135,7 @@ class PcmPlayerProcessor extends AudioWorkletProcessor {
     const out = outputs[0][0];
     if (!this.playing && this.queued > 0 && (this.queued >= this.prebuffer || this.ended)) {
       this.playing = true;
+      this.report();
     }
     let written = 0;
     if (this.playing) {

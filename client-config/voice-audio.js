@@ -1,5 +1,12 @@
 // The page's audio: one AudioContext for the whole visit, the capture and playback worklets of
-// openai mode, and the analysers behind the level meter (both modes).
+// openai mode, the analysers behind the level meter (both modes), and what the room hears:
+//
+// - agentAudible: the page is playing the agent's audio. openai mode: the playback worklet is
+//   rendering queued audio (it says so the moment it starts or drains); livekit mode: the
+//   agent's received track is above AGENT_AUDIBLE_RMS. A short release bridges the gaps between
+//   words and network hiccups; a barge-in (`player.clear()`) ends it at once.
+// - meetingSpeaking: the microphone (the meeting) is above MEETING_SPEECH_DBFS, held through the
+//   pauses between words. The page's own level gate: turns are still the server VAD's to take.
 
 /** Microphone constraints of both modes: the meeting's audio, cleaned up by the browser. */
 export const MICROPHONE = {
@@ -9,15 +16,45 @@ export const MICROPHONE = {
   channelCount: 1,
 };
 
+// About -50 dBFS RMS: above the noise floor of a decoded WebRTC track, below any speech.
+const AGENT_AUDIBLE_RMS = 0.003;
+// The meeting speaks when its level crosses this (RMS over ~20 ms, after the browser's noise
+// suppression and gain control).
+export const MEETING_SPEECH_DBFS = -45;
+const MEETING_SPEECH_RMS = 10 ** (MEETING_SPEECH_DBFS / 20);
+const AGENT_RELEASE_MS = 250;
+const MEETING_RELEASE_MS = 400;
+const MONITOR_MS = 20;
+
+/** A person's words for why getUserMedia failed. */
+export function describeMicrophone(err) {
+  const reasons = {
+    NotAllowedError: "Permission to use the microphone was denied",
+    SecurityError: "The page needs https to use a microphone",
+    NotFoundError: "No microphone is connected",
+    NotReadableError: "The microphone is in use or failed",
+    OverconstrainedError: "No microphone fits the audio settings",
+  };
+  return reasons[err?.name] ?? `The microphone did not open (${err?.message || String(err)})`;
+}
+
 export class AudioEngine {
   /**
    * @param {{ log: (text: string) => void, onBlocked?: (blocked: boolean) => void,
-   *           frameMs?: number }} options
+   *           onActivity?: (activity: { agentAudible: boolean, meetingSpeaking: boolean })
+   *             => void, frameMs?: number }} options
    */
-  constructor({ log, onBlocked = () => {}, frameMs = 20 }) {
+  constructor({ log, onBlocked = () => {}, onActivity = () => {}, frameMs = 20 }) {
     this.log = log;
     this.onBlocked = onBlocked;
+    this.onActivity = onActivity;
     this.frameMs = frameMs;
+    this.activity = { agentAudible: false, meetingSpeaking: false };
+    this.playerPlaying = false; // the worklet renders queued audio now
+    this.agentHeardAt = -Infinity;
+    this.meetingHeardAt = -Infinity;
+    this.monitor = null;
+    this.readying = null; // the one ready() in flight or done
     this.context = null;
     this.inputAnalyser = null;
     this.outputAnalyser = null;
@@ -32,13 +69,26 @@ export class AudioEngine {
         samples.buffer,
       ]),
       end: () => this.playerNode?.port.postMessage({ type: "end" }),
-      clear: () => this.playerNode?.port.postMessage({ type: "clear" }),
+      clear: () => {
+        this.playerNode?.port.postMessage({ type: "clear" });
+        // What was queued is gone: the room stops hearing the agent now, not after a release.
+        this.playerPlaying = false;
+        this.agentHeardAt = -Infinity;
+        this.watchActivity();
+      },
     };
   }
 
-  /** Create the context, worklets and analysers once; later calls return at once. */
-  async ready() {
-    if (this.context) return this.context;
+  /** Create the context, worklets and analysers once; later calls share the first. */
+  ready() {
+    this.readying ??= this.create().catch((err) => {
+      this.readying = null;
+      throw err;
+    });
+    return this.readying;
+  }
+
+  async create() {
     const context = new AudioContext({ latencyHint: "interactive" });
     // Recall.ai's browser lets pages play without a gesture; a person's browser may not.
     // Not awaited: without permission to autoplay, resume() waits for a click.
@@ -57,10 +107,18 @@ export class AudioEngine {
       processorOptions: { prebufferMs: 60 },
     });
     this.playerNode.port.onmessage = (event) => {
-      this.playerStats = event.data;
+      const { playing, ended, ...stats } = event.data;
+      this.playerStats = stats;
+      if (playing !== this.playerPlaying) {
+        this.playerPlaying = playing;
+        // The reply is over: nothing to bridge. Otherwise the network fell behind: a gap.
+        if (!playing && ended) this.agentHeardAt = -Infinity;
+        this.watchActivity();
+      }
     };
     this.playerNode.connect(this.outputAnalyser);
     this.context = context;
+    this.monitor = setInterval(() => this.watchActivity(), MONITOR_MS);
     resume();
     this.onBlocked(context.state === "suspended");
     return context;
@@ -72,6 +130,10 @@ export class AudioEngine {
    */
   async startCapture(onFrame) {
     const context = await this.ready();
+    if (!navigator.mediaDevices) {
+      // Browsers hide the API outside secure contexts (https, or localhost).
+      throw new DOMException("the page is not served over https", "SecurityError");
+    }
     const stream = await navigator.mediaDevices.getUserMedia({ audio: MICROPHONE });
     const source = context.createMediaStreamSource(stream);
     const node = new AudioWorkletNode(context, "pcm-capture", {
@@ -137,20 +199,46 @@ export class AudioEngine {
     return { input, output };
   }
 
+  /** Re-derive agentAudible and meetingSpeaking; tell onActivity when either changed. */
+  watchActivity() {
+    if (!this.context) return;
+    const now = performance.now();
+    let track = 0;
+    for (const { meter } of this.outputSources) track = Math.max(track, rms(meter));
+    if (this.playerPlaying || track > AGENT_AUDIBLE_RMS) this.agentHeardAt = now;
+    if (rms(this.inputAnalyser) > MEETING_SPEECH_RMS) this.meetingHeardAt = now;
+    const activity = {
+      agentAudible: now - this.agentHeardAt <= AGENT_RELEASE_MS,
+      meetingSpeaking: now - this.meetingHeardAt <= MEETING_RELEASE_MS,
+    };
+    const { agentAudible, meetingSpeaking } = this.activity;
+    if (activity.agentAudible === agentAudible && activity.meetingSpeaking === meetingSpeaking) {
+      return;
+    }
+    this.activity = activity;
+    this.onActivity({ ...activity });
+  }
+
   stats() {
+    const { sampleRate: _, ...player } = this.playerStats; // null once closed, not the worklet's
     return {
       sampleRate: this.context?.sampleRate ?? null,
       ...this.counters,
-      ...this.playerStats,
+      ...player,
       peakOutput: this.peakOutput,
     };
   }
 
   async close() {
+    clearInterval(this.monitor);
+    if (this.playerNode) this.playerNode.port.onmessage = null;
     for (const { source } of this.outputSources) source.disconnect();
     this.outputSources.clear();
     await this.context?.close();
     this.context = null;
+    this.readying = null;
+    this.activity = { agentAudible: false, meetingSpeaking: false };
+    this.onActivity({ ...this.activity });
   }
 }
 

@@ -3,16 +3,28 @@
 //
 // It resolves with a fallback reason when LiveKit does not connect, when no agent joins within
 // the timeout, or when the room drops for good; the caller then asks the gateway for the
-// openai session. livekit-client is served by the gateway from vendor/ (pinned npm package).
+// openai session. A microphone the browser will not open is not LiveKit's failure: it resolves
+// with `{ microphone }` instead, and the caller retries without blaming LiveKit.
+// livekit-client is served by the gateway from vendor/ (pinned npm package).
 
-import { MICROPHONE } from "./voice-audio.js";
+import { describeMicrophone, MICROPHONE } from "./voice-audio.js";
 import { parseStateMessage, STATE_TOPIC } from "./voice-messages.js";
+
+// getUserMedia's refusals, which livekit-client passes on unwrapped.
+const DEVICE_ERRORS = new Set([
+  "NotAllowedError",
+  "NotFoundError",
+  "NotReadableError",
+  "OverconstrainedError",
+  "SecurityError",
+]);
 
 const LIVEKIT_MODULE = "./vendor/livekit-client.esm.mjs";
 
 /**
  * Run one livekit session. Resolves with `{ fallback: { code, detail } }` when the page should
- * switch to openai mode, or `{ fallback: null }` when `signal` was aborted. Never rejects.
+ * switch to openai mode, `{ microphone: reason }` when the microphone cannot open, or
+ * `{ fallback: null }` when `signal` was aborted. Never rejects.
  */
 export async function runLiveKit({ config, audio, emit, status, signal, log, agentTimeoutMs }) {
   let lk;
@@ -35,7 +47,7 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
     let connected = false;
     let agentTimer = null;
 
-    const finish = (fallback) => {
+    const finish = (fallback, microphone = null) => {
       if (settled) return;
       settled = true;
       clearTimeout(agentTimer);
@@ -43,7 +55,7 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
       for (const detach of detachers) detach();
       room.removeAllListeners();
       room.disconnect().catch(() => {});
-      resolve({ fallback });
+      resolve(microphone ? { fallback: null, microphone } : { fallback });
     };
     const onAbort = () => finish(null);
     signal.addEventListener("abort", onAbort, { once: true });
@@ -90,7 +102,9 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
         const unwatch = audio.watchOutputTrack(track.mediaStreamTrack);
         detachers.push(() => {
           unwatch();
-          for (const el of track.detach()) el.remove();
+          track.detach();
+          // livekit-client detaches a track itself when the room goes; the element is ours.
+          element.remove();
         });
       })
       .on(RoomEvent.AudioPlaybackStatusChanged, () => {
@@ -100,6 +114,9 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
       .on(RoomEvent.Reconnected, () => status({ phase: "connected", detail: null }))
       .on(RoomEvent.Disconnected, (reason) => {
         if (!connected) return; // a failed join: connect() rejects with the cause
+        // The page left (livekit-client disconnects on beforeunload, before our pagehide):
+        // nothing failed, so nothing is reported; a report would pin a reloaded page to openai.
+        if (reason === DisconnectReason?.CLIENT_INITIATED) return finish(null);
         const name = DisconnectReason?.[reason] ?? String(reason ?? "unknown");
         finish({ code: "room_disconnected", detail: `the room dropped (${name})` });
       });
@@ -112,13 +129,19 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
       connected = true;
       log(`joined ${config.livekit.room}`);
       status({ phase: "waiting", detail: "waiting for the agent" });
+      // An agent already in the room (a reload) counts now, not once the microphone is open:
+      // a slow permission prompt must not run out the agent's timer.
+      const present = agents();
+      if (present.length > 0) agentJoined(present[0]);
       await room.localParticipant.setMicrophoneEnabled(true, MICROPHONE);
       const mic = room.localParticipant.getTrackPublication(Track.Source.Microphone);
       audio.watchInputTrack(mic?.track?.mediaStreamTrack);
-      const present = agents();
-      if (present.length > 0) agentJoined(present[0]);
     };
     start().catch((err) => {
+      if (connected && DEVICE_ERRORS.has(err?.name)) {
+        finish(null, describeMicrophone(err));
+        return;
+      }
       finish(
         connected
           ? { code: "microphone", detail: `could not publish the microphone: ${describe(err)}` }

@@ -5,6 +5,7 @@
 // AudioWorklet, plays `response.output_audio.delta` through another, and stops playback on
 // `input_audio_buffer.speech_started` (barge-in). Turn detection runs on the server.
 
+import { describeMicrophone } from "./voice-audio.js";
 import { asStateMessage } from "./voice-messages.js";
 
 const MAX_BUFFERED_BYTES = 512 * 1024; // ~10 s of audio: beyond that the link is not keeping up
@@ -18,22 +19,32 @@ export function relaySocketUrl(gateway, relay) {
 }
 
 /**
- * Run one relay connection until it ends. Resolves with `{ reason, fatal }` when the socket
- * closes for any reason other than `signal` being aborted (then it resolves `{ reason:
- * "disconnected" }`). Never rejects: failures are reasons, the caller decides to reconnect.
+ * Run one relay connection until it ends. The microphone opens first: without it there is no
+ * point in spending a ticket and an upstream session. Resolves with `{ microphone }` when it
+ * cannot open, else with `{ reason, opened, fatal }` when the socket closes for any reason
+ * other than `signal` being aborted (then `{ reason: "disconnected" }`). Never rejects:
+ * failures are reasons, the caller decides to reconnect.
  */
 export async function runOpenAI({ gateway, config, audio, emit, status, signal, log }) {
-  const socket = new WebSocket(relaySocketUrl(gateway, config.relay));
+  let socket = null;
+  let capture;
+  try {
+    capture = await audio.startCapture((frame) => sendAudio(socket, frame, audio.counters));
+  } catch (err) {
+    return { microphone: describeMicrophone(err) };
+  }
+  if (signal.aborted) {
+    capture.stop();
+    return { reason: "disconnected", opened: false };
+  }
+  socket = new WebSocket(relaySocketUrl(gateway, config.relay));
   let lastError = null;
   let opened = false;
-  let capture = null;
-  let closed = false;
 
   const finished = new Promise((resolve) => {
     const onAbort = () => socket.close(1000, "page disconnected");
     signal.addEventListener("abort", onAbort, { once: true });
     socket.addEventListener("close", (event) => {
-      closed = true;
       signal.removeEventListener("abort", onAbort);
       if (signal.aborted) return resolve({ reason: "disconnected", opened });
       const why = lastError
@@ -43,21 +54,10 @@ export async function runOpenAI({ gateway, config, audio, emit, status, signal, 
     });
   });
 
-  socket.addEventListener("open", async () => {
+  socket.addEventListener("open", () => {
     opened = true;
     log("relay open");
-    status({ phase: "connected", detail: null, error: null });
-    try {
-      const send = (frame) => sendAudio(socket, frame, audio.counters);
-      const opening = await audio.startCapture(send);
-      // The socket may have closed while the microphone was opening: then nobody stops it below.
-      if (closed) opening.stop();
-      else capture = opening;
-    } catch (err) {
-      lastError = { type: "voice.error", code: "microphone", message: describe(err), fatal: true };
-      emit(lastError);
-      socket.close(1000, "no microphone");
-    }
+    status({ phase: "connected", detail: null });
   });
 
   const handlers = {
@@ -90,13 +90,13 @@ export async function runOpenAI({ gateway, config, audio, emit, status, signal, 
   try {
     return await finished;
   } finally {
-    capture?.stop();
+    capture.stop();
     audio.player.clear();
   }
 }
 
 function sendAudio(socket, frame, counters) {
-  if (socket.readyState !== WebSocket.OPEN) return;
+  if (socket?.readyState !== WebSocket.OPEN) return;
   if (socket.bufferedAmount > MAX_BUFFERED_BYTES) {
     counters.droppedFrames += 1;
     return;

@@ -1,19 +1,23 @@
 """The admin view (`GET /v1/admin/routing`): what routing does now and what it has done.
 
-Per process: counts are since this gateway started, and the breaker is this replica's.
+The breaker and the counts come from the store: with Redis they are every replica's (counts
+since `counts_since`); in memory, this process's since it started. While Redis is unreachable a
+replica shows its own (`store.state` says "degraded").
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
 from pipelines.contracts import Mode, Reason
+from pipelines.contracts.routing import RoutingPolicy
 
-from .breaker import BreakerSnapshot, BreakerState
-from .routing import RoutingPolicy
+from .breaker import BreakerState
+from .router import RoutingOverview
+from .store import StoreHealth, StoreKind, StoreState
 
 
 class RoutingRules(BaseModel):
@@ -52,22 +56,34 @@ class SessionCounts(BaseModel):
     by_mode_and_reason: list[SessionCount]
 
 
+class StoreView(BaseModel):
+    kind: StoreKind
+    state: StoreState
+    detail: str | None
+
+
 class AdminRouting(BaseModel):
-    started_at: datetime
+    started_at: datetime = Field(description="when this replica started")
     routing: RoutingRules
     breaker: BreakerView
-    sessions: SessionCounts = Field(description="sessions issued since this gateway started")
+    sessions: SessionCounts = Field(
+        description="sessions issued since counts_since (every replica's with Redis)"
+    )
+    counts_since: datetime | None
     fallbacks_reported: int
+    store: StoreView
 
 
 def admin_view(
     *,
     policy: RoutingPolicy,
-    breaker: BreakerSnapshot,
-    issued: Counter[tuple[Mode, Reason]],
-    fallbacks_reported: int,
+    overview: RoutingOverview,
+    store: StoreHealth,
     started_at: datetime,
 ) -> AdminRouting:
+    breaker = overview.breaker
+    issued = Counter(overview.counts.issued)
+    since = overview.counts.since
     by_mode: Counter[str] = Counter()
     by_reason: Counter[str] = Counter()
     for (mode, reason), count in issued.items():
@@ -103,5 +119,7 @@ def admin_view(
                 for (mode, reason), count in sorted(issued.items())
             ],
         ),
-        fallbacks_reported=fallbacks_reported,
+        counts_since=datetime.fromtimestamp(since, UTC) if since is not None else None,
+        fallbacks_reported=overview.counts.fallbacks_reported,
+        store=StoreView(kind=store.kind, state=store.state, detail=store.detail),
     )

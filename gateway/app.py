@@ -7,8 +7,9 @@ import contextlib
 import hmac
 import json
 import logging
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,27 +18,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from pipelines.contracts import MODES, Mode, Reason, Settings
-from pipelines.contracts.metrics import FALLBACKS_REPORTED, SESSIONS_ISSUED
+from pipelines.contracts import MODES, Settings
 from pipelines.contracts.validation import describe_validation_error
 from relay import RelayConfig, RelayEndpoint
 
 from .admin import admin_view
-from .breaker import Breaker
+from .body_limit import BodyLimit
 from .dispatch import LiveKitProber, LiveKitServerApi
-from .errors import GatewayError, InvalidRequest, NotConfigured, UpstreamFailed
+from .errors import GatewayError, InvalidRequest, NotConfigured, RateLimited, UpstreamFailed
 from .issuer import (
-    FALLBACK_STICKY_MAX,
-    FALLBACK_STICKY_S,
     FallbackRequest,
     LaunchRequest,
     SessionIssuer,
-    StickySet,
     check_session_id,
     check_user,
     new_session_id,
@@ -45,6 +44,10 @@ from .issuer import (
 )
 from .launcher import Launcher, RecallClient
 from .openapi import openapi_document
+from .page_policy import SecurityHeaders, page_headers
+from .redis_store import RedisStore
+from .router import Router
+from .store import MemoryStore, Store
 from .tokens import LaunchClaims, LaunchTokenError, verify_launch_token
 
 log = logging.getLogger("voicegw.gateway")
@@ -57,6 +60,7 @@ _M = TypeVar("_M", bound=BaseModel)
 # The one place a domain error becomes an HTTP status.
 STATUS_OF: dict[type[GatewayError], int] = {
     InvalidRequest: 400,
+    RateLimited: 429,
     NotConfigured: 503,
     UpstreamFailed: 502,
 }
@@ -78,26 +82,19 @@ class Gateway:
         self,
         settings: Settings,
         *,
-        breaker: Breaker | None = None,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
         recall: RecallClient | None = None,
     ) -> None:
-        """`breaker` and `recall` default to ones built from `settings`; tests pass a breaker
-        with a fake clock."""
+        """`store` defaults to Redis when REDIS_URL is set, else this process's memory;
+        `clock` (epoch seconds) times the breaker: tests pass a fake one."""
         self.settings = settings
         self.issuer = SessionIssuer(settings)
         self.production = settings.voicegw_env == "production"
-        self.fallbacks_reported = 0
-        # Sessions whose page fell back from livekit stay on openai for a meeting's length, so
-        # the page's reconnects and reloads never route it back into a broken livekit path.
-        self.fell_back = StickySet(ttl_s=FALLBACK_STICKY_S, max_size=FALLBACK_STICKY_MAX)
         self.started_at = datetime.now(UTC)
-        self.issued: Counter[tuple[Mode, Reason]] = Counter()
-        self.breaker = breaker or Breaker(
-            threshold=settings.breaker_failure_threshold,
-            window_s=settings.breaker_window_seconds,
-            cooldown_s=settings.breaker_cooldown_seconds,
-            probe_window_s=settings.breaker_probe_window_seconds,
-        )
+        self._owns_store = store is None
+        self.store = store or store_from_settings(settings)
+        self.router = Router.from_settings(settings, self.store, clock=clock)
         if recall is None and settings.recall_api_key is not None:
             recall = RecallClient(
                 api_base=settings.recall_api_base,
@@ -109,8 +106,9 @@ class Gateway:
             recall=recall,
             bot_name=settings.recall_bot_name,
             variant=settings.recall_variant,
-            breaker_blocks=self.breaker_open,
+            router=self.router,
         )
+        self.relay = RelayEndpoint(RelayConfig.from_settings(settings), self.store)
         self.livekit_api: LiveKitServerApi | None = None
         if settings.livekit_url and settings.livekit_api_key and settings.livekit_api_secret:
             self.livekit_api = LiveKitServerApi(
@@ -128,32 +126,17 @@ class Gateway:
         if self.livekit_api is not None and settings.livekit_probe_interval_seconds > 0:
             self.prober = LiveKitProber(
                 self.livekit_api,
-                self.breaker,
+                self.router.probe_failed,
                 interval_s=settings.livekit_probe_interval_seconds,
             )
 
+    async def aclose(self) -> None:
+        """Close the store's connections, if this gateway made the store (the served app does
+        it on shutdown)."""
+        if self._owns_store:
+            await self.store.aclose()
+
     # -- helpers ---------------------------------------------------------------------------
-
-    def breaker_open(self) -> bool:
-        """Whether the rollback breaker sends new sessions to openai now (no probe claimed)."""
-        return self.breaker.blocks()
-
-    def _route(
-        self, session_id: str, user: str | None, requested: Mode | None
-    ) -> tuple[Mode, Reason]:
-        """Routing with the breaker: a half-open breaker lets the first session routing
-        sends to livekit through as its probe and keeps the rest on openai."""
-        mode, reason = self.issuer.resolve(
-            session_id=session_id,
-            user=user,
-            requested=requested,
-            breaker_open=self.breaker.blocks(session_id),
-        )
-        if mode == "livekit" and not self.breaker.admit_probe(session_id):
-            mode, reason = self.issuer.resolve(
-                session_id=session_id, user=user, requested=requested, breaker_open=True
-            )
-        return mode, reason
 
     def _launch_claims(self, token: str | None) -> LaunchClaims | None:
         if token is None:
@@ -179,7 +162,7 @@ class Gateway:
         q = request.query_params
         requested = parse_mode(q.get("mode"))
         claims = self._launch_claims(q.get("launch") or None)
-        session_id = q.get("session_id") or None
+        session_id = q.get("session_id")  # given empty, it is refused (not generated)
         if session_id is not None:
             check_session_id(session_id)
         if claims is not None:
@@ -190,12 +173,12 @@ class Gateway:
         else:
             user = check_user(q.get("user"))
             session_id = session_id or new_session_id()
-        mode: Mode
-        reason: Reason
-        if session_id in self.fell_back and self.issuer.policy.force_mode is None:
-            mode, reason = "openai", "fallback"
-        else:
-            mode, reason = self._route(session_id, user, requested)
+        mode, reason = await self.router.route(
+            session_id=session_id,
+            user=user,
+            requested=requested,
+            caller=_caller(claims, session_id),
+        )
         config = self.issuer.issue(
             session_id=session_id,
             user=user,
@@ -203,9 +186,9 @@ class Gateway:
             reason=reason,
             launch=q.get("launch") or None,
         )
+        await self.router.issued(session_id, mode, reason)
         if mode == "livekit" and self.livekit_api and self.dispatch_check:
             await self.livekit_api.ensure_agent(session_id=session_id, user=user)
-        self._count(mode, reason)
         log.info(
             "session issued",
             extra={"session_id": session_id, "mode": mode, "reason": reason},
@@ -213,25 +196,24 @@ class Gateway:
         return _json(config)
 
     async def fallback(self, request: Request) -> Response:
+        claims = self._launch_claims(_bearer(request))  # before a byte of the body is read
         body = await _read_model(request, FallbackRequest)
-        claims = self._launch_claims(_bearer(request))
         user = None
         if claims is not None:
             if claims.session_id != body.session_id:
                 raise ApiError(403, "wrong_session", "the launch token belongs to another session")
             user = claims.user
-        self.fallbacks_reported += 1
-        FALLBACKS_REPORTED.inc()
         log.warning(
             "livekit fallback reported",
             extra={"session_id": body.session_id, "fallback_reason": body.reason},
         )
-        self.breaker.record_failure(body.session_id)
-        self.fell_back.add(body.session_id)
+        await self.router.fallback(
+            body.session_id, caller=_caller(claims, body.session_id), anonymous=claims is None
+        )
         config = self.issuer.issue(
             session_id=body.session_id, user=user, mode="openai", reason="fallback", launch=None
         )
-        self._count("openai", "fallback")
+        await self.router.issued(body.session_id, "openai", "fallback")
         return _json(config)
 
     async def launch(self, request: Request) -> Response:
@@ -252,27 +234,22 @@ class Gateway:
     async def admin_routing(self, request: Request) -> Response:
         self._require_api_key(request)
         view = admin_view(
-            policy=self.issuer.policy,
-            breaker=self.breaker.snapshot(),
-            issued=self.issued,
-            fallbacks_reported=self.fallbacks_reported,
+            policy=self.router.policy,
+            overview=await self.router.overview(),
+            store=await self.store.check(),
             started_at=self.started_at,
         )
         return _json(view)
 
     async def metrics(self, request: Request) -> Response:
-        self.breaker.state()  # brings the state gauge up to date with the clock
+        await self.router.breaker()  # brings the state gauge up to date with the clock
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-    def _count(self, mode: Mode, reason: Reason) -> None:
-        self.issued[(mode, reason)] += 1
-        SESSIONS_ISSUED.labels(mode=mode, reason=reason).inc()
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        selectable = self.settings.selectable_modes()
+        selectable = self.router.selectable_modes()
         modes: dict[str, dict[str, Any]] = {}
         for mode in MODES:
             missing = self.settings.missing_for(mode)
@@ -282,13 +259,18 @@ class Gateway:
                 "missing": missing,
             }
         ready = all(modes[m]["ready"] for m in selectable)
-        breaker = self.breaker.snapshot()
-        # An open breaker does not make the gateway unready: it serves openai sessions.
+        breaker = await self.router.breaker()
+        store = await self.store.check()
+        # An open breaker does not make the gateway unready: it serves openai sessions. Nor
+        # does an unreachable Redis ("degraded"): livekit sessions still work, and taking
+        # every replica out of rotation at once would end them all.
         modes["livekit"]["breaker"] = breaker.state
+        status = "not_ready" if not ready else "degraded" if store.state != "ok" else "ready"
         body: dict[str, Any] = {
-            "status": "ready" if ready else "not_ready",
+            "status": status,
             "modes": modes,
             "breaker": breaker.as_dict(),
+            "store": {"kind": store.kind, "state": store.state, "detail": store.detail},
         }
         if self.prober is not None:
             body["livekit_probe"] = {"probes": self.prober.probes, "last_ok": self.prober.last_ok}
@@ -308,11 +290,12 @@ def create_app(
     settings: Settings,
     *,
     extra_routes: Sequence[BaseRoute] = (),
-    breaker: Breaker | None = None,
+    store: Store | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Starlette:
-    """The gateway app. `extra_routes` lets the relay mount its WebSocket route; `breaker`
-    replaces the one built from settings (tests give it a fake clock)."""
-    gw = Gateway(settings, breaker=breaker)
+    """The gateway app. `extra_routes` adds routes; `store` replaces the one built from
+    settings and `clock` the breaker's (tests)."""
+    gw = Gateway(settings, store=store, clock=clock)
     routes: list[BaseRoute] = [
         Route("/", gw.page, methods=["GET"]),
         Route("/healthz", gw.healthz, methods=["GET"]),
@@ -323,7 +306,7 @@ def create_app(
         Route("/v1/launch", gw.launch, methods=["POST"]),
         Route("/v1/admin/routing", gw.admin_routing, methods=["GET"]),
         Route("/metrics", gw.metrics, methods=["GET"]),
-        WebSocketRoute("/v1/realtime", RelayEndpoint(RelayConfig.from_settings(settings))),
+        WebSocketRoute("/v1/realtime", gw.relay),
         *extra_routes,
     ]
     if PAGE_DIR.is_dir():
@@ -335,16 +318,45 @@ def create_app(
             GatewayError: _gateway_error,
             HTTPException: _http_error,
         },
+        middleware=[
+            Middleware(SecurityHeaders, headers=page_headers(settings)),
+            *_cors(settings.cors_origins),
+            Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES),
+        ],
         lifespan=_lifespan,
     )
+    # Starlette would answer /static and /v1/session/ with a redirect to a URL built from the
+    # Host header; those paths are plain 404s.
+    app.router.redirect_slashes = False
     app.state.gateway = gw
     return app
 
 
+def _cors(origins: Sequence[str]) -> list[Middleware]:
+    """Pages hosted on another origin (GATEWAY_CORS_ORIGINS) may ask for sessions and report
+    fallbacks. No cookies are involved: the launch token travels as a parameter or a bearer
+    header, so credentials stay off. The relay's WebSocket is not subject to CORS; its ticket
+    is what admits a page."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    ]
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    """Runs the optional active LiveKit probe beside the server (LIVEKIT_PROBE_INTERVAL_SECONDS)."""
-    prober: LiveKitProber | None = app.state.gateway.prober
+    """Runs the optional active LiveKit probe beside the server (LIVEKIT_PROBE_INTERVAL_SECONDS)
+    and closes the store at the end."""
+    gateway: Gateway = app.state.gateway
+    prober = gateway.prober
     task = asyncio.create_task(prober.run()) if prober is not None else None
     try:
         yield
@@ -353,6 +365,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await gateway.aclose()
 
 
 # The gateway's one HTTP error shape: `{"error": {"code", "message"}}`.
@@ -370,13 +383,38 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
     status = next(code for kind, code in STATUS_OF.items() if isinstance(exc, kind))
-    return error_response(status, exc.code, exc.message)
+    response = error_response(status, exc.code, exc.message)
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+    response = error_response(exc.status_code, code, str(exc.detail))
+    response.headers.update(exc.headers or {})  # 405's Allow, 413's Connection: close
+    return response
+
+
+_HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def store_from_settings(settings: Settings) -> Store:
+    """Redis when REDIS_URL is set (several replicas), else this process's memory."""
+    if settings.redis_url is None:
+        return MemoryStore()
+    return RedisStore(
+        settings.redis_url.get_secret_value(),
+        prefix=settings.redis_key_prefix,
+        timeout_s=settings.redis_timeout_seconds,
+    )
+
+
+def _caller(claims: LaunchClaims | None, session_id: str) -> str:
+    """Whom a session request's rate limit counts: the launch token's session, or (dev, no
+    token) the session id asked for."""
+    return f"launch:{claims.session_id}" if claims is not None else f"session:{session_id}"
 
 
 def _bearer(request: Request) -> str | None:
@@ -388,7 +426,8 @@ def _bearer(request: Request) -> str | None:
 
 
 async def _read_model(request: Request, model: type[_M]) -> _M:
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "the body must be application/json")
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:

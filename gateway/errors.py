@@ -1,8 +1,9 @@
 """The gateway's domain errors: why a session or a launch cannot be made.
 
-The issuer and the launcher raise them; the HTTP layer (`gateway/app.py`) maps each kind to a
-status code, and `voicegw launch` prints it. `code` is a stable machine-readable name; the
-message names the problem for a person and never echoes a credential.
+The router, the issuer and the launcher raise them; the HTTP layer (`gateway/app.py`) maps
+each kind to a status code, and `voicegw launch` prints it. `code` is a stable
+machine-readable name; the message names the problem for a person and never echoes a
+credential.
 """
 
 from __future__ import annotations
@@ -25,3 +26,11 @@ class NotConfigured(GatewayError):
 
 class UpstreamFailed(GatewayError):
     """A service the gateway calls refused or could not be reached."""
+
+
+class RateLimited(GatewayError):
+    """One caller asked too often: it may try again after `retry_after_s`."""
+
+    def __init__(self, code: str, message: str, *, retry_after_s: float) -> None:
+        super().__init__(code, message)
+        self.retry_after_s = retry_after_s

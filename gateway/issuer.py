@@ -1,13 +1,12 @@
-"""Issuing sessions: resolve the mode, mint the credentials, build the session config."""
+"""Issuing sessions: mint the credentials of the mode the router chose, build the session config."""
 
 from __future__ import annotations
 
 import re
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Annotated
 from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +24,6 @@ from pipelines.contracts import (
 from relay.tickets import issue_ticket
 
 from .errors import InvalidRequest, NotConfigured
-from .routing import RoutingPolicy, resolve_mode
 from .tokens import issue_launch_token, livekit_token, room_name
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -40,7 +38,11 @@ class LaunchRequest(BaseModel):
     session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
     user: str | None = Field(None, min_length=1, max_length=MAX_USER_LENGTH)
     mode: Mode | None = None
-    meeting_url: str | None = Field(
+    # The schema says what check_meeting_url requires (its error, invalid_meeting_url, stays
+    # the server's: pydantic does not enforce the pattern).
+    meeting_url: Annotated[
+        str, Field(json_schema_extra={"format": "uri", "pattern": "^https://"})
+    ] | None = Field(
         None,
         min_length=1,
         max_length=2048,
@@ -86,37 +88,27 @@ def check_user(value: str | None) -> str | None:
 
 
 def parse_mode(value: str | None) -> Mode | None:
-    if value is None or value == "":
+    """A `?mode=` value. Case does not matter: people type `LiveKit` into page URLs."""
+    if value is None or value.strip() == "":
         return None
+    folded = value.strip().lower()
     for mode in MODES:
-        if value == mode:
+        if folded == mode:
             return mode
     raise InvalidRequest("invalid_mode", f"mode must be one of: {', '.join(MODES)}")
 
 
 class SessionIssuer:
-    """Turns a session request into a session config. One per gateway process."""
+    """Mints the credentials of a session the router has decided (it decides no mode)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self.policy = RoutingPolicy.from_settings(settings)
         assert settings.gateway_secret is not None, "load_settings() fills it in dev"
         self._secret = settings.gateway_secret.get_secret_value()
 
     @property
     def secret(self) -> str:
         return self._secret
-
-    def resolve(
-        self, *, session_id: str, user: str | None, requested: Mode | None, breaker_open: bool
-    ) -> tuple[Mode, Reason]:
-        return resolve_mode(
-            self.policy,
-            session_id=session_id,
-            user=user,
-            requested=requested,
-            breaker_open=breaker_open,
-        )
 
     def issue(
         self,
@@ -136,14 +128,10 @@ class SessionIssuer:
             return self._livekit_session(session_id, user, reason, launch)
         return self._openai_session(session_id, user, reason)
 
-    def launch(self, request: LaunchRequest, *, breaker_open: bool) -> LaunchResponse:
-        session_id = request.session_id or new_session_id()
-        mode, reason = self.resolve(
-            session_id=session_id,
-            user=request.user,
-            requested=request.mode,
-            breaker_open=breaker_open,
-        )
+    def launch(
+        self, request: LaunchRequest, *, session_id: str, mode: Mode, reason: Reason
+    ) -> LaunchResponse:
+        """The launch token and page URL; `mode` and `reason` are the router's preview."""
         ttl = self._settings.launch_token_ttl_seconds
         token = issue_launch_token(
             self._secret, session_id=session_id, user=request.user, mode=request.mode, ttl_s=ttl
@@ -214,31 +202,3 @@ class SessionIssuer:
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(int(epoch), UTC)
 
-
-FALLBACK_STICKY_S = 4 * 3600.0
-FALLBACK_STICKY_MAX = 100_000
-
-
-class StickySet:
-    """Session ids remembered for `ttl_s` (monotonic clock), the oldest dropped beyond
-    `max_size`, so a flood of reports cannot grow memory."""
-
-    def __init__(
-        self, *, ttl_s: float, max_size: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._ttl_s, self._max_size, self._clock = ttl_s, max_size, clock
-        self._until: OrderedDict[str, float] = OrderedDict()
-
-    def add(self, key: str) -> None:
-        self._until.pop(key, None)
-        self._until[key] = self._clock() + self._ttl_s
-        while len(self._until) > self._max_size:
-            self._until.popitem(last=False)
-
-    def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str) or key not in self._until:
-            return False
-        if self._until[key] <= self._clock():
-            del self._until[key]
-            return False
-        return True

@@ -12,7 +12,6 @@ https://docs.recall.ai/docs/stream-media, https://docs.recall.ai/reference/authe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +20,8 @@ import httpx
 from pipelines.contracts.metrics import BOT_LAUNCHES
 
 from .errors import InvalidRequest, NotConfigured, UpstreamFailed
-from .issuer import LaunchRequest, LaunchResponse, SessionIssuer
+from .issuer import LaunchRequest, LaunchResponse, SessionIssuer, new_session_id
+from .router import Router
 
 log = logging.getLogger("voicegw.launcher")
 
@@ -150,16 +150,16 @@ class Launcher:
         recall: RecallClient | None,
         bot_name: str,
         variant: str,
-        breaker_blocks: Callable[[], bool],
+        router: Router,
     ) -> None:
         """`recall` is None when RECALL_API_KEY is not set (launches without a meeting URL
-        still work). `breaker_blocks` says whether the rollback breaker sends new sessions
-        to openai now (it only informs the `mode` preview; the page asks again)."""
+        still work). `router` previews the mode (it only informs the response: the page asks
+        again when it loads)."""
         self._issuer = issuer
         self._recall = recall
         self._bot_name = bot_name
         self._variant = variant
-        self._breaker_blocks = breaker_blocks
+        self._router = router
 
     async def launch(self, request: LaunchRequest) -> LaunchResponse:
         meeting_url = (
@@ -169,7 +169,11 @@ class Launcher:
             raise NotConfigured(
                 "not_configured", "RECALL_API_KEY is not set, so no bot can be created"
             )
-        result = self._issuer.launch(request, breaker_open=self._breaker_blocks())
+        session_id = request.session_id or new_session_id()
+        mode, reason = await self._router.preview(
+            session_id=session_id, user=request.user, requested=request.mode
+        )
+        result = self._issuer.launch(request, session_id=session_id, mode=mode, reason=reason)
         if meeting_url is None or self._recall is None:
             return result
         try:

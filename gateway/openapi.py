@@ -108,7 +108,7 @@ def openapi_document() -> dict[str, Any]:
                             "dev only: user id or e-mail",
                         ),
                     ],
-                    "responses": {**_ok(SessionConfig), **_errors(400, 401, 403, 503)},
+                    "responses": {**_ok(SessionConfig), **_errors(400, 401, 403, 429, 503)},
                 }
             },
             "/v1/session/fallback": {
@@ -116,7 +116,10 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Report a failed livekit session and get an openai session",
                     "security": [{"bearer": []}, {}],
                     "requestBody": body(FallbackRequest),
-                    "responses": {**_ok(SessionConfig), **_errors(400, 401, 403, 413, 415, 503)},
+                    "responses": {
+                        **_ok(SessionConfig),
+                        **_errors(400, 401, 403, 413, 415, 429, 503),
+                    },
                 }
             },
             "/v1/launch": {
@@ -133,7 +136,8 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/admin/routing": {
                 "get": {
-                    "summary": "Routing rules, rollback breaker and session counts of this gateway",
+                    "summary": "Routing rules, rollback breaker and session counts (every "
+                    "replica's with Redis)",
                     "security": bearer,
                     "responses": {**_ok(AdminRouting), **_errors(401, 503)},
                 }
@@ -156,7 +160,10 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Readiness per mode",
                     "responses": {
-                        "200": {"description": "every selectable mode is configured"},
+                        "200": {
+                            "description": "every selectable mode is configured (status "
+                            "'degraded' when Redis is unreachable)"
+                        },
                         "503": {"description": "a selectable mode is missing configuration"},
                     },
                 }

@@ -12,7 +12,14 @@ Two implementations of one small interface, `ClientLeg`:
 
 Both deliver text frames as `str`, hold reading while the session is not ready for frames,
 and report when the client stops reading what we send (its transport's write buffer is over
-the high-water mark), which is how the session notices a client that cannot keep up.
+the high-water mark), which is how the session notices a client that cannot keep up. While
+the client does not read, they do not read it either: every frame it sends may be answered,
+and answers it never reads would pile up in memory.
+
+On our server a client cannot hold its socket past its session: the direct leg aborts a
+connection whose closing handshake does not finish within the close timeout (a client that
+never reads never lets a close finish), and `DirectWebSocketProtocol` aborts any WebSocket
+connection still open `ABORT_AFTER_S` after its app is done or the server started stopping.
 """
 
 from __future__ import annotations
@@ -44,6 +51,12 @@ from .wire import (
 
 DIRECT_EXTENSION = "voicegw.direct_websocket"
 
+# A client not reading what we send is not read either (see above), so its transport's write
+# buffer stays near the high-water mark; past this it is not coming back: abort.
+MAX_BUFFERED_BYTES = 4 * 1024 * 1024
+# How long a connection may stay open once its app is done with it or the server is stopping.
+ABORT_AFTER_S = 2.0
+
 # uvicorn reports a client that went away mid-send as one of these.
 _CLIENT_ERRORS = (OSError, RuntimeError, WebSocketException, WebSocketDisconnect)
 
@@ -54,6 +67,12 @@ class ClientSink(Protocol):
     def on_client_text(self, text: str) -> None: ...
 
     def on_client_binary(self, size: int) -> None: ...
+
+    def on_client_control(self) -> None:
+        """A ping (the leg answers it) or a pong arrived: it counts against the rate."""
+
+    def on_client_too_large(self) -> None:
+        """The client announced a frame over the leg's size limit; the leg reads no more."""
 
     def on_client_closed(self) -> None:
         """The client is gone: it closed, or the connection was lost."""
@@ -79,20 +98,31 @@ class ClientLeg(Protocol):
 
 
 def open_client_leg(
-    websocket: WebSocket, receive: Receive, send: Send, sink: ClientSink
+    websocket: WebSocket,
+    receive: Receive,
+    send: Send,
+    sink: ClientSink,
+    *,
+    max_size: int | None = None,
 ) -> ClientLeg:
     """The fastest leg the server offers for this (not yet accepted) WebSocket; `receive` and
-    `send` are its raw ASGI callables."""
-    return direct_leg(websocket, sink) or AsgiLeg(websocket, receive, send, sink)
+    `send` are its raw ASGI callables. `max_size` bounds a message on the direct leg (the ASGI
+    leg has the server's own bound)."""
+    leg = direct_leg(websocket, sink, max_size=max_size)
+    return leg or AsgiLeg(websocket, receive, send, sink)
 
 
-def direct_leg(websocket: WebSocket, sink: ClientSink) -> DirectLeg | None:
+def direct_leg(
+    websocket: WebSocket, sink: ClientSink, *, max_size: int | None = None
+) -> DirectLeg | None:
     """Take this (not yet accepted) WebSocket's frames over, when the server offers the
-    `voicegw.direct_websocket` extension (it runs `DirectWebSocketProtocol`); None otherwise."""
+    `voicegw.direct_websocket` extension (it runs `DirectWebSocketProtocol`); None otherwise.
+    `max_size` is the largest message read (default: the server's `ws_max_size`); a frame
+    announcing more is refused from its header, before anything is buffered."""
     direct = websocket.scope.get("extensions", {}).get(DIRECT_EXTENSION)
     if direct is None:
         return None
-    leg: DirectLeg = direct["take_over"](sink, websocket)
+    leg: DirectLeg = direct["take_over"](sink, websocket, max_size)
     return leg
 
 
@@ -109,6 +139,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._leg: DirectLeg | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -120,10 +151,12 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         ):
             self.scope["extensions"][DIRECT_EXTENSION] = {"take_over": self._take_over}
 
-    def _take_over(self, sink: ClientSink, websocket: WebSocket) -> DirectLeg:
+    def _take_over(
+        self, sink: ClientSink, websocket: WebSocket, max_size: int | None
+    ) -> DirectLeg:
         if self.handshake_complete or self._leg is not None:
             raise RuntimeError("take_over() must come before the WebSocket is accepted")
-        self._leg = DirectLeg(self, sink, websocket)
+        self._leg = DirectLeg(self, sink, websocket, max_size or self.config.ws_max_size)
         return self._leg
 
     def data_received(self, data: bytes) -> None:
@@ -135,6 +168,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
         if self._leg is not None:
             self._leg.connection_lost()
 
@@ -142,19 +177,30 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         """The server is stopping: a taken-over connection closes 1012 through its leg."""
         if self._leg is None or not self.handshake_complete:
             super().shutdown()
-            return
-        self.stop_keepalive()
-        self._leg.sender.fail(1012, "server shutting down")
+        else:
+            self.stop_keepalive()
+            self._leg.sender.fail(1012, "server shutting down")
+        self._abort_later()
+
+    def on_task_complete(self, task: asyncio.Task[None]) -> None:
+        super().on_task_complete(task)
+        # uvicorn closes the transport now (or 10 s after its close frame), and a close waits
+        # for the write buffer to drain: from a client that never reads, it never does.
+        self._abort_later()
+
+    def _abort_later(self) -> None:
+        if not self.disconnected and self._abort_timer is None:
+            self._abort_timer = self.loop.call_later(ABORT_AFTER_S, self.transport.abort)
 
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._leg is not None:
-            self._leg.sink.on_client_backpressure(True)
+            self._leg.write_paused(True)
 
     def resume_writing(self) -> None:
         super().resume_writing()
         if self._leg is not None:
-            self._leg.sink.on_client_backpressure(False)
+            self._leg.write_paused(False)
 
 
 class DirectLeg:
@@ -162,7 +208,11 @@ class DirectLeg:
     are written to the transport at once."""
 
     def __init__(
-        self, protocol: DirectWebSocketProtocol, sink: ClientSink, websocket: WebSocket
+        self,
+        protocol: DirectWebSocketProtocol,
+        sink: ClientSink,
+        websocket: WebSocket,
+        max_size: int,
     ) -> None:
         self._protocol = protocol
         self.sink = sink
@@ -172,9 +222,13 @@ class DirectLeg:
         self.sender = FrameSender(
             protocol.transport, mask=False, on_close_sent=protocol.stop_keepalive
         )
-        self._reader = FrameReader(masked=True, max_size=protocol.config.ws_max_size)
+        self._reader = FrameReader(masked=True, max_size=max_size)
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reading = True
+        self._held = False  # by the session: not ready for frames, or OpenAI is not reading
+        self._write_paused = False  # the client is not reading what we send
+        self._closing = False  # our close frame is out: read only for the client's answer
+        self._broken = False  # an oversize frame was announced: the stream is not parsed on
         if protocol.disconnected:  # lost before the app got here
             self._closed.set_result(None)
 
@@ -184,34 +238,60 @@ class DirectLeg:
 
     def send_text(self, payload: bytes) -> None:
         self.sender.send(TEXT, payload)
+        if self._write_paused and self._transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
+            self._transport.abort()
 
     def pause_reading(self) -> None:
-        if self._reading and not self._transport.is_closing():
-            self._reading = False
-            self._transport.pause_reading()
+        self._held = True
+        self._update_reading()
 
     def resume_reading(self) -> None:
-        if not self._reading and not self._transport.is_closing():
-            self._reading = True
-            self._transport.resume_reading()
+        self._held = False
+        self._update_reading()
 
     async def close(self, code: int, reason: str, timeout_s: float) -> None:
         if self._closed.done():
             return
         self.sender.send_close(code, reason)
-        self.resume_reading()  # the client's answer must be read
-        with contextlib.suppress(TimeoutError):
+        self._closing = True
+        if self._broken:
+            self._transport.close()  # no answer could be read: end it from our side
+        else:
+            self._update_reading()  # the client's answer must be read
+        try:
             async with asyncio.timeout(timeout_s):
                 await asyncio.shield(self._closed)
+        except TimeoutError:
+            self._transport.abort()  # it never answered, or never read what we sent
+
+    def _update_reading(self) -> None:
+        reading = self._closing or not (self._held or self._write_paused)
+        if reading is not self._reading and not self._transport.is_closing():
+            self._reading = reading
+            if reading:
+                self._transport.resume_reading()
+            else:
+                self._transport.pause_reading()
 
     # -- from the protocol -------------------------------------------------------------------
 
+    def write_paused(self, paused: bool) -> None:
+        self._write_paused = paused
+        self._update_reading()
+        self.sink.on_client_backpressure(paused)
+
     def data_received(self, data: bytes) -> None:
+        if self._broken:
+            return
         sender = self.sender
         try:
             frames = self._reader.feed(data)
         except ProtocolError as exc:
-            sender.fail(exc.code, exc.reason)
+            if exc.code == 1009:  # the session says so (voice.error) and closes
+                self._broken = True
+                self.sink.on_client_too_large()
+            else:
+                sender.fail(exc.code, exc.reason)
             return
         sink = self.sink
         for opcode, payload in frames:
@@ -225,8 +305,10 @@ class DirectLeg:
             elif opcode == BINARY:
                 sink.on_client_binary(len(payload))
             elif opcode == PING:
+                sink.on_client_control()
                 sender.send(PONG, payload)
             elif opcode == PONG:
+                sink.on_client_control()
                 self._protocol.handle_pong(Frame(Opcode.PONG, payload))  # uvicorn's keepalive
             elif opcode == CLOSE:
                 sender.answer_close(payload)
@@ -258,6 +340,8 @@ class AsgiLeg:
         self._queued = 0
         self._paused = False
         self._readable = asyncio.Event()
+        self._keeping_up = asyncio.Event()  # clear while the client is not reading
+        self._keeping_up.set()
         self._wake = asyncio.Event()
         self._gone = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -273,6 +357,7 @@ class AsgiLeg:
         self._queued += len(payload)
         if not self._paused and self._queued > _HIGH_WATER:
             self._paused = True
+            self._keeping_up.clear()
             self._sink.on_client_backpressure(True)
         self._wake.set()
 
@@ -297,6 +382,7 @@ class AsgiLeg:
         receive, sink = self._receive, self._sink
         while True:
             await self._readable.wait()
+            await self._keeping_up.wait()
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 self._client_gone()
@@ -325,6 +411,7 @@ class AsgiLeg:
                 self._queued -= len(item)
                 if self._paused and self._queued < _LOW_WATER:
                     self._paused = False
+                    self._keeping_up.set()
                     self._sink.on_client_backpressure(False)
 
     def _client_gone(self) -> None:

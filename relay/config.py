@@ -21,6 +21,9 @@ class RelayConfig:
     max_session_seconds: float = 55 * 60
     client_stall_s: float = 5.0
     upstream_open_timeout_s: float = 10.0
+    upstream_ping_interval_s: float = 5.0
+    upstream_ping_timeout_s: float = 5.0
+    max_sessions_per_id: int = 2
     n8n_base_url: str | None = None
     n8n_timeout_s: float | None = None
 
@@ -51,6 +54,9 @@ class RelayConfig:
             max_session_seconds=settings.relay_max_session_seconds,
             client_stall_s=settings.relay_client_stall_seconds,
             upstream_open_timeout_s=settings.relay_upstream_open_timeout_seconds,
+            upstream_ping_interval_s=settings.relay_upstream_ping_interval_seconds,
+            upstream_ping_timeout_s=settings.relay_upstream_ping_timeout_seconds,
+            max_sessions_per_id=settings.relay_max_sessions_per_id,
             n8n_base_url=settings.n8n_webhook_base_url,
             n8n_timeout_s=settings.n8n_timeout_seconds,
         )

@@ -51,6 +51,12 @@ _UPSTREAM_UNAVAILABLE = Close(
     "upstream unavailable",
     fatal_error("upstream_unavailable", "could not connect to OpenAI Realtime"),
 )
+_UPSTREAM_TIMEOUT = Close(
+    1011,
+    "upstream not answering",
+    fatal_error("upstream_timeout", "OpenAI Realtime stopped answering"),
+)
+_UPSTREAM_FAILURES = (_UPSTREAM_CLOSED, _UPSTREAM_UNAVAILABLE, _UPSTREAM_TIMEOUT)
 _INTERNAL = Close(1011, "internal error", fatal_error("internal", "the relay failed"))
 _TOO_SLOW = Close(
     1013,
@@ -95,12 +101,15 @@ class RelaySession:
             # before it is sent.
             self._perform(start)
             self._upstream.start()
+            self._upstream.keepalive(
+                self._config.upstream_ping_interval_s, self._config.upstream_ping_timeout_s
+            )
             client.resume_reading()
             close = await self._watch(started + self._config.max_session_seconds)
         finally:
             await self._shutdown(close)
             RELAY_SESSIONS_ACTIVE.dec()
-            if close is _UPSTREAM_CLOSED or close is _UPSTREAM_UNAVAILABLE:
+            if close in _UPSTREAM_FAILURES:
                 UPSTREAM_ERRORS.labels(mode="openai").inc()
             log.info(
                 "relay session ended",
@@ -150,7 +159,17 @@ class RelaySession:
 
     def on_client_binary(self, size: int) -> None:
         if not self._ended:
-            self._perform(self._core.binary_frame(size))
+            self._perform(self._core.binary_frame(size, monotonic()))
+
+    def on_client_control(self) -> None:
+        if not self._ended:
+            actions = self._core.control_frame(monotonic())
+            if actions:
+                self._perform(actions)
+
+    def on_client_too_large(self) -> None:
+        if not self._ended:
+            self._perform(self._core.frame_too_large())
 
     def on_client_closed(self) -> None:
         self._client_gone = True
@@ -187,6 +206,10 @@ class RelaySession:
 
     def on_upstream_closed(self) -> None:
         self._finish(_UPSTREAM_CLOSED)
+
+    def on_upstream_unresponsive(self) -> None:
+        log.warning("upstream stopped answering pings", extra={"session_id": self._session_id})
+        self._finish(_UPSTREAM_TIMEOUT)
 
     def on_upstream_backpressure(self, paused: bool) -> None:
         """OpenAI is not reading: stop reading the client until it does."""

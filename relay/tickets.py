@@ -2,7 +2,8 @@
 
 The gateway issues them with `/v1/session`; the relay redeems them. A ticket carries the
 session id and user, lives at most 60 s, and its `jti` is remembered until it expires so a
-replay is refused.
+replay is refused: the relay verifies the signature here and asks its `RelayLedger` (the
+gateway's store, shared by every replica with Redis) whether the ticket is still unused.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import jwt
 
@@ -51,38 +53,52 @@ def issue_ticket(
     return jwt.encode(claims, secret, algorithm="HS256"), float(expires_at)
 
 
-class TicketRedeemer:
-    """Verifies tickets and refuses each one's second use (in this process)."""
-
-    def __init__(self, secret: str) -> None:
-        self._secret = secret
-        self._used: dict[str, float] = {}  # jti -> exp
-
-    def redeem(self, token: str | None) -> Ticket:
-        if not token:
-            raise TicketError(4401, "missing ticket")
-        try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=["HS256"],
-                audience=AUDIENCE,
-                options={"require": ["exp", "jti", "sid", "aud"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise TicketError(4401, "ticket expired") from None
-        except jwt.InvalidTokenError:
-            raise TicketError(4401, "invalid ticket") from None
-        now = time.time()
-        self._used = {jti: exp for jti, exp in self._used.items() if exp > now}
-        jti = str(claims["jti"])
-        if jti in self._used:
-            raise TicketError(4403, "ticket already used")
-        self._used[jti] = float(claims["exp"])
-        user = claims.get("usr")
-        return Ticket(
-            session_id=str(claims["sid"]),
-            user=str(user) if user is not None else None,
-            jti=jti,
-            expires_at=float(claims["exp"]),
+def verify_ticket(secret: str, token: str | None) -> Ticket:
+    """The ticket `token` carries, if it is genuine and unexpired (TicketError 4401 if not).
+    Whether it was used already is the ledger's to say (`RelayLedger.admit_relay`)."""
+    if not token:
+        raise TicketError(4401, "missing ticket")
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            audience=AUDIENCE,
+            options={"require": ["exp", "jti", "sid", "aud"]},
         )
+    except jwt.ExpiredSignatureError:
+        raise TicketError(4401, "ticket expired") from None
+    except jwt.InvalidTokenError:
+        raise TicketError(4401, "invalid ticket") from None
+    user = claims.get("usr")
+    return Ticket(
+        session_id=str(claims["sid"]),
+        user=str(user) if user is not None else None,
+        jti=str(claims["jti"]),
+        expires_at=float(claims["exp"]),
+    )
+
+
+# What the ledger answers when a verified ticket asks to open a relay session: admitted (the
+# ticket is now used and the session holds a slot), used (a replay), full (its session id holds
+# its limit of concurrent relay sessions), unavailable (the shared state did not answer: the
+# relay fails closed).
+Admission = Literal["admitted", "used", "full", "unavailable"]
+
+
+class RelayLedger(Protocol):
+    """The shared state the relay needs: used tickets and concurrent sessions per session id.
+    The gateway's stores implement it (in memory, or Redis across replicas). Neither method
+    raises: a ledger that cannot answer says "unavailable", and a release it cannot make
+    expires with its lease."""
+
+    async def admit_relay(
+        self, *, jti: str, expires_at: float, session_id: str, limit: int, lease_s: float
+    ) -> tuple[Admission, str | None]:
+        """Mark the ticket `jti` used until `expires_at` (epoch seconds) and take one of
+        `limit` slots of `session_id` for at most `lease_s`; the outcome and the slot taken."""
+        ...
+
+    async def release_relay(self, *, session_id: str, slot: str) -> None:
+        """Give back a slot `admit_relay` took."""
+        ...

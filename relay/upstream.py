@@ -3,13 +3,17 @@
 An `asyncio.Protocol` rather than a task reading a stream: each event OpenAI sends is handed
 to the session from `data_received`, and each frame the session sends is framed and written at
 once, so a frame pair costs no task switch. It speaks just what the relay needs: the opening
-handshake with a bearer key, text frames, ping/pong and the closing handshake.
+handshake with a bearer key, text frames, ping/pong and the closing handshake. `keepalive()`
+pings OpenAI on a timer and reports an upstream whose pong does not come back in time (a hung
+server or a dead path sends nothing at all, so nothing else would notice it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -46,6 +50,10 @@ class UpstreamSink(Protocol):
     def on_upstream_backpressure(self, paused: bool) -> None:
         """OpenAI stopped (True) or resumed (False) reading what we send."""
 
+    def on_upstream_unresponsive(self) -> None:
+        """A keepalive ping went unanswered past its deadline; the connection is aborted
+        next (and `on_upstream_closed` follows)."""
+
 
 class Upstream(asyncio.Protocol):
     """A connected upstream; make one with `await Upstream.connect(...)`."""
@@ -62,6 +70,11 @@ class Upstream(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._sender: FrameSender | None = None
         self._open = False
+        self._reading = True
+        self._ping_interval_s = 0.0
+        self._pong_timeout_s = 0.0
+        self._ping_payload: bytes | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the next ping, or a pong's deadline
 
     @classmethod
     async def connect(
@@ -125,15 +138,26 @@ class Upstream(asyncio.Protocol):
             self._sender.send(TEXT, payload)
 
     def pause_reading(self) -> None:
+        self._reading = False
         if self._transport is not None and not self._transport.is_closing():
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
+        self._reading = True
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
 
+    def keepalive(self, interval_s: float, timeout_s: float) -> None:
+        """Ping every `interval_s` (counted from the last pong); a pong not read within
+        `timeout_s` of its ping makes the sink hear `on_upstream_unresponsive()`, and the
+        connection is aborted. The deadline waits while reading is held (a pong cannot be
+        read then); the next ping goes out only once the last one was answered."""
+        self._ping_interval_s, self._pong_timeout_s = interval_s, timeout_s
+        self._schedule(interval_s, self._ping)
+
     async def aclose(self, timeout_s: float) -> None:
         """Closing handshake (1000), waiting at most `timeout_s` for OpenAI's answer."""
+        self._schedule(None)
         if self._sender is None or self._closed.done():
             return
         self._sender.send_close(1000)
@@ -178,11 +202,16 @@ class Upstream(asyncio.Protocol):
                 sink.on_upstream_message(payload.decode("utf-8", "replace").encode())
             elif opcode == PING:
                 sender.send(PONG, payload)
+            elif opcode == PONG:
+                if payload == self._ping_payload:
+                    self._ping_payload = None
+                    self._schedule(self._ping_interval_s, self._ping)
             elif opcode == CLOSE:
                 sender.answer_close(payload)
                 return
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._schedule(None)
         if not self.opened.done():
             self.opened.set_exception(UpstreamError("the upstream closed during the handshake"))
         if not self._closed.done():
@@ -197,6 +226,29 @@ class Upstream(asyncio.Protocol):
         self._sink.on_upstream_backpressure(False)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _schedule(self, delay_s: float | None, callback: Callable[[], None] | None = None) -> None:
+        """One timer at a time: the next ping, or the deadline of the one in flight."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if delay_s is not None and callback is not None:
+            self._timer = asyncio.get_running_loop().call_later(delay_s, callback)
+
+    def _ping(self) -> None:
+        if self._sender is None or self._sender.close_sent or self._closed.done():
+            return
+        self._ping_payload = os.urandom(4)
+        self._sender.send(PING, self._ping_payload)
+        self._schedule(self._pong_timeout_s, self._pong_overdue)
+
+    def _pong_overdue(self) -> None:
+        if not self._reading:  # held by us: the pong may be waiting unread
+            self._schedule(self._pong_timeout_s, self._pong_overdue)
+            return
+        self._timer = None
+        self._sink.on_upstream_unresponsive()
+        self.abort()
 
     def _handshake(self, data: bytes) -> bytes:
         """Read the response head; return what follows it (frames) once it is accepted."""

@@ -41,9 +41,11 @@ _SECONDS_PER_WORD = 0.3
 
 @dataclass(frozen=True)
 class Connection:
-    """What a client asked for: the query parameters of one accepted stream."""
+    """What a client asked for: the query parameters of one accepted stream, and the linear16
+    audio it sent when the simulator records it (`record_audio`)."""
 
     params: dict[str, str]
+    audio: bytearray = field(default_factory=bytearray)
 
 
 @dataclass
@@ -60,6 +62,7 @@ class DeepgramSimulator:
     seconds_per_word: float = _SECONDS_PER_WORD  # how fast interims reveal their words
     finalize: bool = True
     speech_level: float = 0.02
+    record_audio: bool = False  # keep each stream's audio on its Connection (tests)
     connections: list[Connection] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     finals: list[str] = field(default_factory=list)
@@ -88,10 +91,10 @@ class DeepgramSimulator:
             self.rejected.append(problem)
             await websocket.close(code=1008)  # before accept: the handshake fails (HTTP 403)
             return
-        params = dict(websocket.query_params)
-        self.connections.append(Connection(params))
+        connection = Connection(dict(websocket.query_params))
+        self.connections.append(connection)
         await websocket.accept()
-        stream = _Stream(self, websocket, params)
+        stream = _Stream(self, websocket, connection)
         try:
             await stream.run()
         finally:
@@ -125,9 +128,11 @@ def _segments(text: str) -> list[str]:
 
 
 class _Stream:
-    def __init__(self, sim: DeepgramSimulator, websocket: WebSocket, params: dict[str, str]):
+    def __init__(self, sim: DeepgramSimulator, websocket: WebSocket, connection: Connection):
+        params = connection.params
         self.sim = sim
         self.ws = websocket
+        self.connection = connection
         self.rate = int(params["sample_rate"])
         self.interim = params.get("interim_results") == "true"
         self.vad_events = params.get("vad_events") == "true"
@@ -184,7 +189,9 @@ class _Stream:
                         "channels": 1,
                     }
                 )
-                await self.ws.close()
+                # The client may hang up right after CloseStream, before our close goes out.
+                with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                    await self.ws.close()
                 return
             self.sim.rejected.append(f"unknown control message {kind!r}")
             await self.ws.close(code=1008)
@@ -199,6 +206,8 @@ class _Stream:
     async def _audio(self, data: bytes) -> None:
         if len(data) % 2:
             self.sim.rejected.append("linear16 audio must have an even number of bytes")
+        if self.sim.record_audio:
+            self.connection.audio.extend(data)
         self.pending += data
         # Audio arrives in real time, so the newest sample is "now": a window's own wall time
         # is now minus the audio that follows it. `final_delay_s` counts from that.

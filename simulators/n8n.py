@@ -2,26 +2,35 @@
 
 It validates every request the way our workflows rely on it (POST, JSON body with
 `session_id` and `call_id` plus the tool's arguments, an `Idempotency-Key` of
-`<session_id>:<call_id>`) and answers 400 with n8n's error shape when one is off. A test
-scripts how each webhook behaves next (`script()`), and reads what arrived (`received`).
+`<session_id>:<call_id>`) and answers 400 with n8n's error shape when one is off. Like our
+workflows, it does the work once per `Idempotency-Key`: a repeat is answered "already done"
+without doing it again (`executed` lists the keys it acted on). A test scripts how each
+webhook behaves next (`script()`), and reads what arrived (`received`).
+
+Behaviours beyond the plain answers: `slow` (answers after `slow_seconds`), `trickle` (a 200
+whose body comes one byte every `trickle_seconds` and never ends in a test's time), `huge` (a
+200 with a JSON body of `huge_bytes`, sent as fast as the client reads; `huge_sent` counts
+what it got out) and `hang_up` (the connection drops in the middle of the answer).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from pipelines.contracts.tools import TOOLS_BY_NAME, ToolArgumentError, ToolSpec
 
-Behaviour = Literal["ok", "failed", "http_500", "http_404", "not_json", "slow"]
+Behaviour = Literal[
+    "ok", "failed", "http_500", "http_404", "not_json", "slow", "trickle", "huge", "hang_up"
+]
 
 
 @dataclass(frozen=True)
@@ -37,8 +46,12 @@ class N8nSimulator:
 
     tools: Mapping[str, ToolSpec] = field(default_factory=lambda: TOOLS_BY_NAME)
     slow_seconds: float = 30.0
+    trickle_seconds: float = 0.1
+    huge_bytes: int = 50 * 1024 * 1024
     received: list[Received] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)  # Idempotency-Keys acted on, in order
+    huge_sent: int = 0
     _scripts: dict[str, list[Behaviour]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,8 +77,32 @@ class N8nSimulator:
         if problem:
             return self._reject(400, problem)
         self.received.append(Received(path, dict(request.headers), body))
+        key = request.headers["idempotency-key"]
+        if key in self.executed:
+            return JSONResponse(
+                {"status": "COMPLETED", "message": "(simulated) already done", "duplicate": True}
+            )
+        self.executed.append(key)
         behaviour = self._scripts.get(path, []).pop(0) if self._scripts.get(path) else "ok"
+        if behaviour in ("trickle", "huge", "hang_up"):
+            return StreamingResponse(self._stream(behaviour), media_type="application/json")
         return await _answer(behaviour, tool, body, self.slow_seconds)
+
+    async def _stream(self, behaviour: Behaviour) -> AsyncIterator[bytes]:
+        if behaviour == "trickle":
+            for byte in b'{"status":"COMPLETED","message":"' + b"." * 100_000:
+                yield bytes((byte,))
+                await asyncio.sleep(self.trickle_seconds)
+        elif behaviour == "huge":
+            chunk = b'"' + b"x" * 65_534 + b'",'
+            yield b'{"status":"COMPLETED","rows":['
+            while self.huge_sent < self.huge_bytes:
+                yield chunk
+                self.huge_sent += len(chunk)
+            yield b'"end"]}'
+        else:  # hang_up: the connection drops mid-answer
+            yield b'{"status":'
+            raise ConnectionResetError("simulated hang-up")
 
     def _reject(self, status: int, message: str, code: int = 400) -> Response:
         self.rejected.append(message)

@@ -91,6 +91,10 @@ class FrameSink(Protocol):
 
     def on_client_binary(self, size: int) -> None: ...
 
+    def on_client_control(self) -> None: ...
+
+    def on_client_too_large(self) -> None: ...
+
     def on_client_closed(self) -> None: ...
 
     def on_client_backpressure(self, paused: bool) -> None: ...
@@ -236,6 +240,12 @@ class _Connection:
 
     def on_client_binary(self, size: int) -> None:
         self._inbox.put_nowait("")  # not JSON: the loop answers OpenAI's error
+
+    def on_client_control(self) -> None:
+        pass
+
+    def on_client_too_large(self) -> None:
+        self._inbox.put_nowait(None)  # the frame is never read: treat it as gone
 
     def on_client_closed(self) -> None:
         self._inbox.put_nowait(None)

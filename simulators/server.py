@@ -1,7 +1,8 @@
-"""Run an ASGI app (a simulator, or the gateway) on a free port of 127.0.0.1 in this event loop.
+"""Run an ASGI app (a simulator, or the gateway) on a free port in this event loop.
 
 Tests, benchmarks and `voicegw serve --simulate` use it, so every stand-in is a real server the
-real client library reaches over a socket.
+real client library reaches over a socket. It binds 127.0.0.1 unless told otherwise (the LiveKit
+stand-in's media tests bind the address of a network namespace of their own).
 """
 
 from __future__ import annotations
@@ -23,22 +24,25 @@ class _Server(uvicorn.Server):
 
 
 class RunningServer:
-    """A uvicorn server started by `serve()`; `url` is its http://127.0.0.1:<port> origin."""
+    """A uvicorn server started by `serve()`; `url` is its http://<host>:<port> origin."""
 
-    def __init__(self, server: uvicorn.Server, port: int) -> None:
+    def __init__(self, server: uvicorn.Server, port: int, host: str = "127.0.0.1") -> None:
         self.server = server
+        self.host = host
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.ws_url = f"ws://127.0.0.1:{port}"
+        self.url = f"http://{host}:{port}"
+        self.ws_url = f"ws://{host}:{port}"
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any, *, port: int = 0, **options: Any) -> AsyncIterator[RunningServer]:
-    """Serve `app` until the block ends. Cancelling the block is safe: the server is shut
-    down and its task awaited."""
+async def serve(
+    app: Any, *, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> AsyncIterator[RunningServer]:
+    """Serve `app` on `host:port` (0: a free port) until the block ends. Cancelling the block
+    is safe: the server is shut down and its task awaited."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    sock.bind((host, port))
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -59,7 +63,7 @@ async def serve(app: Any, *, port: int = 0, **options: Any) -> AsyncIterator[Run
                 task.result()  # re-raise why it could not start
                 raise RuntimeError("server stopped before it started")
             await asyncio.sleep(0.005)
-        yield RunningServer(server, bound_port)
+        yield RunningServer(server, bound_port, host)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

@@ -18,21 +18,35 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
+from gateway.redis_store import RedisStore
+from gateway.store import MemoryStore, Store
 from pipelines.contracts import load_settings
 from simulators.cartesia import CartesiaSimulator
 from simulators.chatterbox import ChatterboxSimulator
 from simulators.deepgram import DeepgramSimulator
 from simulators.elevenlabs import ElevenLabsSimulator
 from simulators.groq import GroqSimulator
-from simulators.livekit_api import LiveKitApiSimulator
+from simulators.livekit_server import LiveKitServer
 from simulators.n8n import N8nSimulator
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.recall import RecallSimulator
 from simulators.server import RunningServer, serve
+from tests.redis_server import RedisServer, new_prefix, running_redis
 from tests.stack import SECRETS
 from voicegw.serve import running_gateway
 from voicegw.simulate import SimulatedStack, simulated_stack
+
+# Hypothesis properties (the `fuzz` tests): a bounded run in `make test`, no per-example
+# deadline on the shared cores; `--hypothesis-profile=fuzz` for a long run (README, "Security").
+settings.register_profile("default", deadline=None)
+settings.register_profile(
+    "fuzz",
+    max_examples=20_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -162,6 +176,60 @@ async def gateway(
         yield served.server
 
 
+# -- the store: in memory, or Redis --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server per test module (it starts in milliseconds); tests keep apart by key
+    prefix (`store_env`)."""
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Tests that take it run against both stores."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store_env(store_kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """What the environment adds for the store under test: nothing (memory), or REDIS_URL and
+    a key prefix of this test's own."""
+    if store_kind == "memory":
+        return {}
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return {"REDIS_URL": server.url, "REDIS_KEY_PREFIX": new_prefix()}
+
+
+@pytest.fixture
+async def store(store_env: dict[str, str]) -> AsyncIterator[Store]:
+    """The store under test, as one replica holds it."""
+    if not store_env:
+        yield MemoryStore()
+        return
+    redis = RedisStore(store_env["REDIS_URL"], prefix=store_env["REDIS_KEY_PREFIX"])
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture
+async def peer(store: Store, store_env: dict[str, str]) -> AsyncIterator[Store]:
+    """The same state as another replica sees it: on Redis a second client with the same
+    prefix; in memory the same store (one process is all the memory store serves)."""
+    if not store_env:
+        yield store
+        return
+    redis = RedisStore(store_env["REDIS_URL"], prefix=store_env["REDIS_KEY_PREFIX"])
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
 # -- one simulator alone -----------------------------------------------------------------------
 
 
@@ -183,13 +251,21 @@ async def recall_server(recall: RecallSimulator) -> AsyncIterator[RunningServer]
 
 
 @pytest.fixture
-def livekit() -> Iterator[LiveKitApiSimulator]:
-    yield LiveKitApiSimulator(
-        api_key=SECRETS["LIVEKIT_API_KEY"], api_secret=SECRETS["LIVEKIT_API_SECRET"]
-    )
+def livekit_track_job_status() -> bool:
+    """Whether `livekit` keeps dispatch job states current (LiveKit Cloud) or freezes them at
+    assignment (the open-source server); parametrize it to run a test on both."""
+    return True
 
 
 @pytest.fixture
-async def livekit_server(livekit: LiveKitApiSimulator) -> AsyncIterator[RunningServer]:
-    async with serve(livekit.app) as server:
-        yield server
+async def livekit(livekit_track_job_status: bool) -> AsyncIterator[LiveKitServer]:
+    """The LiveKit server stand-in on 127.0.0.1, knowing the tests' LiveKit key and secret:
+    signal, server API (Twirp) and agent workers; no media (that needs a network namespace,
+    see tests/netns.py)."""
+    stand_in = LiveKitServer(
+        {SECRETS["LIVEKIT_API_KEY"]: SECRETS["LIVEKIT_API_SECRET"]},
+        track_job_status=livekit_track_job_status,
+        idle_check_s=0.05,
+    )
+    async with stand_in.serve():
+        yield stand_in

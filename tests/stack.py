@@ -3,15 +3,16 @@ simulated providers: they set what they need), and read what it counted."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
 from prometheus_client import REGISTRY
 
 from gateway.app import Gateway
-from gateway.breaker import Breaker
+from gateway.store import Store
 from pipelines.contracts import load_settings
 from simulators.server import RunningServer
 from voicegw.serve import running_gateway
@@ -67,10 +68,11 @@ def gateway_env(**overrides: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def served_gateway(
-    env: dict[str, str], *, breaker: Breaker | None = None
+    env: dict[str, str], *, clock: FakeClock | None = None, store: Store | None = None
 ) -> AsyncIterator[Gw]:
-    """The gateway on `env`, served as `voicegw serve` serves it, and a client for it."""
-    async with running_gateway(load_settings(env), breaker=breaker) as served:
+    """The gateway on `env`, served as `voicegw serve` serves it, and a client for it; `clock`
+    times its breaker; `store` (the caller's to close) replaces the one `env` names."""
+    async with running_gateway(load_settings(env), clock=clock, store=store) as served:
         async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
             yield Gw(client=client, gateway=served.gateway, server=served.server)
 
@@ -79,3 +81,15 @@ async def issue_session(gw: Gw, **params: str) -> None:
     """`GET /v1/session` with `params`; it must succeed."""
     response = await gw.client.get("/v1/session", params=params)
     assert response.status_code == 200, response.text
+
+
+async def until(
+    condition: Callable[[], Awaitable[bool]], what: str, *, timeout_s: float = 5.0
+) -> None:
+    """Wait for `condition` to hold, asking every 20 ms; fail naming `what` after the deadline.
+    For what time alone changes (an expiry in Redis, a process that starts)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"still waiting after {timeout_s} s: {what}")
+        await asyncio.sleep(0.02)

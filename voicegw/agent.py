@@ -37,7 +37,7 @@ class AgentFailed(Exception):
 
 def run_agent(settings: Settings, *, dev: bool, log_level: str) -> None:
     """Run the worker until the process is told to stop; AgentFailed when it stops by itself."""
-    server = create_server(settings)
+    server = create_server(settings, devmode=dev)
     framework = ("livekit.agents", *(p.logger.name for p in Plugin.registered_plugins if p.logger))
     quiet_agent_libraries(log_level, framework)
     logging.captureWarnings(True)  # a library's warning is one more JSON line, not raw text

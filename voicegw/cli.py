@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -66,6 +67,10 @@ def main(log_level: str) -> None:
 @profile_option
 def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
     """Run the gateway (session issuing, relay, page)."""
+    import warnings
+
+    import jwt
+
     from .serve import run_server, serve_gateway
     from .simulate import simulate_by_default
 
@@ -74,6 +79,10 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
         simulate = simulate_by_default(settings)
     if simulate and settings.voicegw_env == "production":
         fail("--simulate is for dev; production talks to real providers")
+    logging.captureWarnings(True)  # a library's warning is one more JSON line, not raw text
+    # LiveKit API secrets are LiveKit's to choose (`livekit-server --dev` uses "secret"); the
+    # server API client and, simulated, the LiveKit stand-in sign and verify with it.
+    warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
     run_server(serve_gateway(settings, host, port, profile=profile if simulate else None))
 
 
@@ -223,7 +232,7 @@ def launch(meeting_url: str, mode: str | None, user: str | None) -> None:
 
     from gateway.app import Gateway
     from gateway.errors import GatewayError
-    from gateway.issuer import LaunchRequest
+    from gateway.issuer import LaunchRequest, LaunchResponse
     from pipelines.contracts.validation import describe_validation_error
 
     settings = settings_or_exit()
@@ -233,8 +242,15 @@ def launch(meeting_url: str, mode: str | None, user: str | None) -> None:
         )
     except ValidationError as exc:
         fail(describe_validation_error(exc), 1)
+    async def run() -> LaunchResponse:
+        gateway = Gateway(settings)
+        try:
+            return await gateway.launcher.launch(request)
+        finally:
+            await gateway.aclose()
+
     try:
-        result = asyncio.run(Gateway(settings).launcher.launch(request))
+        result = asyncio.run(run())
     except GatewayError as exc:
         fail(exc.message, 1)
     click.echo(result.model_dump_json())

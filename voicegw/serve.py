@@ -7,22 +7,28 @@ to stop; `running_gateway` serves one on a free port of 127.0.0.1 inside the cur
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Sequence
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import uvicorn
 from starlette.routing import BaseRoute
 
 from gateway.app import Gateway, create_app
-from gateway.breaker import Breaker
+from gateway.store import Store
 from pipelines.contracts import Settings
 from relay.client_leg import DirectWebSocketProtocol
 from simulators.server import RunningServer, serve
 
-from .simulate import simulated_stack
+from .http_limits import server_options
+from .simulate import SimulatedLiveKit, simulated_livekit, simulated_stack
 
 log = logging.getLogger("voicegw.cli")
 
@@ -59,28 +65,104 @@ async def serve_gateway(
     extra_routes: Sequence[BaseRoute] = (),
 ) -> None:
     """Serve the gateway until the process is told to stop, as `voicegw serve` does (the relay
-    benchmark runs it through here too). `profile` runs every provider as a simulator."""
-    async with contextlib.AsyncExitStack() as stack:
-        if profile is not None:
-            simulated = await stack.enter_async_context(simulated_stack(settings, profile))
-            settings = simulated.settings
-            log.warning(
-                "SIMULATED PROVIDERS: no provider key is set, so OpenAI Realtime, Deepgram, "
-                "Groq, Chatterbox and n8n are local simulators and every reply is simulated",
-                extra={"profile": profile},
+    benchmark runs it through here too). `profile` runs every provider as a simulator, LiveKit
+    too: the stand-in in this process, and one agent worker process on the simulators."""
+    servers: list[uvicorn.Server] = []
+    room: SimulatedLiveKit | None = None
+    with _stop_on_signals(servers) as signalled:
+        async with contextlib.AsyncExitStack() as stack:
+            if profile is not None:
+                simulated = await stack.enter_async_context(simulated_stack(settings, profile))
+                room = await stack.enter_async_context(
+                    simulated_livekit(
+                        simulated.settings,
+                        worker_env=simulated.providers.env,
+                        start_workers=False,
+                    )
+                )
+                settings = room.settings
+                log.warning(
+                    "SIMULATED PROVIDERS: no provider key is set, so OpenAI Realtime, Deepgram, "
+                    "Groq, Chatterbox, n8n and the LiveKit server are local simulators and "
+                    "every reply is simulated",
+                    extra={"profile": profile, "livekit_url": settings.livekit_url},
+                )
+            store = "redis" if settings.redis_url is not None else "memory"
+            log.info(
+                "gateway starting",
+                extra={"host": host, "port": port, "env": settings.voicegw_env, "store": store},
             )
-        log.info(
-            "gateway starting", extra={"host": host, "port": port, "env": settings.voicegw_env}
-        )
-        config = uvicorn.Config(
-            create_app(settings, extra_routes=extra_routes),
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            **SERVER_OPTIONS,
-        )
-        await uvicorn.Server(config).serve()
+            if store == "memory" and settings.voicegw_env == "production":
+                log.warning(
+                    "shared state is in this process only: run one replica, or set REDIS_URL",
+                    extra={"store": store},
+                )
+            config = uvicorn.Config(
+                create_app(settings, extra_routes=extra_routes),
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                **SERVER_OPTIONS,
+                **server_options(settings),
+            )
+            server = _GatewayServer(config)
+            server.should_exit = bool(signalled)  # told to stop while starting
+            servers.append(server)
+            serving = asyncio.create_task(server.serve())
+            try:
+                if room is not None and await _started(server, serving):
+                    await room.start_workers()
+                await serving
+            finally:
+                server.should_exit = True
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
+
+
+async def _started(server: uvicorn.Server, serving: asyncio.Task[None]) -> bool:
+    """Wait until `server` listens; False when it stopped first."""
+    while not server.started:
+        if serving.done():
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+class _GatewayServer(uvicorn.Server):
+    """uvicorn with the process's signals left to `serve_gateway`: uvicorn re-raises a signal
+    as soon as it has shut down, which would end the process before what `serve_gateway`
+    started is stopped (the simulated LiveKit's agent worker is a child process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@contextlib.contextmanager
+def _stop_on_signals(servers: list[uvicorn.Server]) -> Generator[list[int], None, None]:
+    """SIGINT and SIGTERM stop `servers` (as uvicorn's own handling would, including a second
+    SIGINT forcing the exit) for the whole block, start-up and clean-up included; the block
+    gets the signals caught so far. Once it is over they are raised again, so the process ends
+    the way uvicorn ends it."""
+    captured: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield captured
+        return
+
+    def handle(sig: int, frame: FrameType | None) -> None:
+        captured.append(sig)
+        for server in servers:
+            server.handle_exit(sig, frame)
+
+    original = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield captured
+    finally:
+        for handled, handler in original.items():
+            signal.signal(handled, handler)
+    for caught in reversed(captured):
+        signal.raise_signal(caught)
 
 
 @dataclass(frozen=True)
@@ -97,11 +179,20 @@ class ServedGateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, *, breaker: Breaker | None = None, **server_options: Any
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    clock: Callable[[], float] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[ServedGateway]:
     """The gateway on a free port of 127.0.0.1 in this event loop until the block ends, served
-    as `voicegw serve` serves it (`server_options` amend `SERVER_OPTIONS`). `breaker` replaces
-    the one built from settings (tests give it a fake clock)."""
-    app = create_app(settings, breaker=breaker)
-    async with serve(app, **{**SERVER_OPTIONS, **server_options}) as server:
-        yield ServedGateway(server, app.state.gateway)
+    as `voicegw serve` serves it (`overrides` amend its uvicorn options). `store` and `clock`
+    replace the ones built from settings (tests)."""
+    app = create_app(settings, store=store, clock=clock or time.time)
+    gateway: Gateway = app.state.gateway
+    options = {**SERVER_OPTIONS, **server_options(settings), **overrides}
+    try:
+        async with serve(app, **options) as server:
+            yield ServedGateway(server, gateway)
+    finally:
+        await gateway.aclose()

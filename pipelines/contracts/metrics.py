@@ -3,8 +3,9 @@
 One module so the gateway, the relay and the LiveKit worker share names and labels without
 importing each other. Who feeds what:
 
-- gateway: `SESSIONS_ISSUED`, `FALLBACKS_REPORTED`, `BREAKER_STATE`, `BREAKER_TRANSITIONS`,
-  `BOT_LAUNCHES`, `AGENT_DISPATCHES`, `LIVEKIT_PROBES`.
+- gateway: `SESSIONS_ISSUED`, `FALLBACKS_REPORTED`, `FALLBACK_REPORTS_IGNORED`,
+  `BREAKER_STATE`, `BREAKER_TRANSITIONS`, `BOT_LAUNCHES`, `AGENT_DISPATCHES`, `LIVEKIT_PROBES`,
+  `REQUESTS_LIMITED`, `STORE_UP`.
 - relay (openai mode): `RELAY_SESSIONS_ACTIVE`, `UPSTREAM_ERRORS{mode="openai"}`.
 - LiveKit worker: `TURN_STAGE_LATENCY{mode="livekit"}`, `UPSTREAM_ERRORS{mode="livekit"}`; it
   serves them itself with `start_metrics_server(METRICS_PORT)`.
@@ -33,7 +34,21 @@ SESSIONS_ISSUED = Counter(
 )
 FALLBACKS_REPORTED = Counter(
     "voicegw_fallbacks_reported",
-    "LiveKit failures reported by the page (POST /v1/session/fallback).",
+    "LiveKit failures reported by the page (POST /v1/session/fallback): the first report of a "
+    "session issued livekit (a repeat is counted in voicegw_fallback_reports_ignored).",
+)
+FALLBACK_REPORTS_IGNORED = Counter(
+    "voicegw_fallback_reports_ignored",
+    "Fallback reports that changed nothing: the session had no unreported livekit session.",
+)
+REQUESTS_LIMITED = Counter(
+    "voicegw_requests_limited",
+    "Requests refused with 429 (SESSION_RATE_LIMIT per launch token), by route.",
+    ["route"],
+)
+STORE_UP = Gauge(
+    "voicegw_store_up",
+    "Whether the shared store (Redis) answers: 0 while this replica serves from its memory.",
 )
 BREAKER_STATES = ("closed", "open", "half_open")
 BREAKER_STATE = Gauge(
@@ -97,6 +112,7 @@ TOOL_LATENCY = Histogram(
 
 for _state in BREAKER_STATES:
     BREAKER_STATE.labels(state=_state).set(1 if _state == "closed" else 0)
+STORE_UP.set(1)
 
 
 def to_ms(seconds: float) -> float:

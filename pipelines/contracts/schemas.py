@@ -1,4 +1,6 @@
-"""JSON Schemas for the page, generated from the contract models (never written by hand).
+"""JSON files for the page, generated from the contracts (never written by hand): the JSON
+Schemas of the session config and the state messages, and the tool catalogue's activity phrases
+(`tool-activity.json`, what the page shows while a tool runs).
 
 `voicegw schemas` writes them into client-config/schemas/; a test fails when the committed
 files drift from the models.
@@ -12,6 +14,7 @@ from typing import Any
 
 from .messages import state_message_adapter
 from .session_config import SessionConfig
+from .tools import CATALOGUE
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "client-config" / "schemas"
 
@@ -22,15 +25,25 @@ def render_schemas() -> dict[str, str]:
         "session-config.schema.json": SessionConfig.model_json_schema(mode="serialization"),
         "state-message.schema.json": state_message_adapter.json_schema(mode="serialization"),
     }
-    return {
-        name: json.dumps(
-            {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema},
-            indent=2,
-            sort_keys=True,
-        )
-        + "\n"
+    rendered = {
+        name: _dump({"$schema": "https://json-schema.org/draft/2020-12/schema", **schema})
         for name, schema in schemas.items()
     }
+    rendered["tool-activity.json"] = _dump(
+        {
+            tool.name: {
+                "doing": tool.activity.doing,
+                "done": tool.activity.done,
+                "failed": tool.activity.failed,
+            }
+            for tool in CATALOGUE
+        }
+    )
+    return rendered
+
+
+def _dump(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:

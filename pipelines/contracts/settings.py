@@ -22,7 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .session_config import MODES, Mode
+from .routing import RoutingPolicy
+from .session_config import Mode
 from .validation import validation_problems
 
 log = logging.getLogger("voicegw.settings")
@@ -88,6 +89,9 @@ class Settings(BaseSettings):
     livekit_token_ttl_seconds: int = Field(900, ge=60, le=86_400)
     relay_ticket_ttl_seconds: int = Field(60, ge=5, le=60)
     launch_token_ttl_seconds: int = Field(86_400, ge=60, le=7 * 86_400)
+    # Origins of pages hosted elsewhere that may call the gateway (comma-separated); none: only
+    # the page the gateway serves itself.
+    gateway_cors_origins: str = ""
 
     # LiveKit.
     livekit_url: str | None = None
@@ -139,6 +143,15 @@ class Settings(BaseSettings):
     relay_max_session_seconds: float = Field(55 * 60, gt=0, le=24 * 3600)
     relay_client_stall_seconds: float = Field(5.0, gt=0, le=60)
     relay_upstream_open_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    # A hung OpenAI (or path to it) sends nothing: ping it, and end the session without a pong.
+    relay_upstream_ping_interval_seconds: float = Field(5.0, gt=0, le=300)
+    relay_upstream_ping_timeout_seconds: float = Field(5.0, gt=0, le=300)
+
+    # -- the gateway's HTTP server (README "Security") -------------------------------------
+    http_max_header_bytes: int = Field(16 * 1024, ge=4 * 1024, le=1024 * 1024)
+    http_max_headers: int = Field(100, ge=20, le=1000)
+    http_header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(30.0, gt=0, le=600)
 
     # -- livekit pipeline ----------------------------------------------------------------
     vad_min_speech_seconds: float = Field(0.1, ge=0, le=2)
@@ -176,6 +189,22 @@ class Settings(BaseSettings):
     # Re-dispatch the agent when a page re-joins a live room; unset: on in production only.
     livekit_dispatch_check: bool | None = None
     metrics_port: int = Field(9100, ge=1, le=65_535)  # the LiveKit worker's /metrics
+    # The worker's capacity: it reports active sessions / this as its load and is full at 1.
+    agent_max_sessions: int = Field(4, ge=1, le=1000)
+    agent_health_port: int = Field(8081, ge=0, le=65_535)  # `start` only; 0: any free port
+
+    # -- several replicas: shared state, and what one caller may use ----------------------
+    # Unset: state in this process's memory (one replica). A secret: it may carry a password.
+    redis_url: SecretStr | None = None
+    redis_key_prefix: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+    # Bound on each call to Redis; beyond it the call counts as failed (DESIGN.md, README
+    # "Several replicas").
+    redis_timeout_seconds: float = Field(0.5, gt=0, le=10)
+    # `/v1/session` and `/v1/session/fallback` per launch token (per client address without one).
+    session_rate_limit: int = Field(30, ge=1, le=100_000)
+    session_rate_window_seconds: float = Field(60.0, gt=0, le=3600)
+    # Concurrent relay sessions one session id may hold (a reload overlaps the closing one).
+    relay_max_sessions_per_id: int = Field(2, ge=1, le=100)
 
     @field_validator("gateway_secret")
     @classmethod
@@ -183,6 +212,16 @@ class Settings(BaseSettings):
         # Says nothing of the value, not even its length.
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        # Names the schemes, never the URL (it may carry a password).
+        if value is not None:
+            parts = urlsplit(value.get_secret_value())
+            if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+                raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
     @field_validator(*_SCHEMES)
@@ -195,6 +234,11 @@ class Settings(BaseSettings):
         if parts.scheme not in _SCHEMES[name] or not parts.netloc:
             raise ValueError(f"must be a {'/'.join(_SCHEMES[name])} URL")
         return value.rstrip("/")
+
+    @field_validator("gateway_cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        return ",".join(_origin(item) for item in value.split(",") if item.strip())
 
     @model_validator(mode="after")
     def _two_distinct_voices(self) -> Settings:
@@ -220,7 +264,7 @@ class Settings(BaseSettings):
         missing = [n for n in ("GATEWAY_SECRET", "GATEWAY_API_KEY") if self.value_of(n) is None]
         if "gateway_public_url" not in self.model_fields_set:
             missing.append("GATEWAY_PUBLIC_URL")
-        for mode in sorted(self.selectable_modes()):
+        for mode in sorted(RoutingPolicy.from_settings(self).selectable_modes()):
             missing += [n for n in MODE_REQUIREMENTS[mode] if self.value_of(n) is None]
         if missing:
             names = ", ".join(dict.fromkeys(missing))
@@ -235,27 +279,39 @@ class Settings(BaseSettings):
         items = (item.strip().lower() for item in self.voice_livekit_allowlist.split(","))
         return frozenset(item for item in items if item)
 
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """Origins allowed to call the gateway from a page hosted elsewhere (normalized)."""
+        return tuple(item for item in self.gateway_cors_origins.split(",") if item)
+
     def value_of(self, env_name: str) -> object | None:
         """The configured value of an environment variable name (None when unset)."""
         value: object | None = getattr(self, env_name.lower())
         return value
 
-    def selectable_modes(self) -> frozenset[Mode]:
-        """Modes that routing can choose with this configuration."""
-        if self.voice_force_mode is not None:
-            return frozenset({self.voice_force_mode})
-        modes: set[Mode] = {self.voice_default_mode}
-        if self.voice_allow_mode_override:
-            modes |= set(MODES)
-        if self.allowlist or self.voice_livekit_rollout_percent > 0:
-            modes.add("livekit")
-        if "livekit" in modes:
-            modes.add("openai")  # the fallback target of every livekit session
-        return frozenset(modes)
-
     def missing_for(self, mode: Mode) -> list[str]:
         """Names of the variables `mode` needs that are not set."""
         return [name for name in MODE_REQUIREMENTS[mode] if self.value_of(name) is None]
+
+
+def _origin(item: str) -> str:
+    """One allowlisted origin, as browsers send it in `Origin`: scheme://host[:port]."""
+    text = item.strip()
+    if text == "*":
+        raise ValueError("list the origins; * is not accepted")
+    parts = urlsplit(text)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise ValueError(f"{text!r} is not an origin like https://app.example.com")
+    default_port = {"http": 80, "https": 443}[parts.scheme]
+    port = f":{parts.port}" if parts.port not in (None, default_port) else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

@@ -33,13 +33,24 @@ class QueryDatabaseArgs(_Args):
 
 
 @dataclass(frozen=True)
+class ToolActivity:
+    """What the meeting page shows while a tool runs and after: short phrases a meeting reads
+    on a thumbnail ("Sending the email…"), never the tool's raw name."""
+
+    doing: str  # the page adds the ellipsis
+    done: str
+    failed: str
+
+
+@dataclass(frozen=True)
 class ToolSpec:
-    """One tool: what the model sees, and where n8n runs it."""
+    """One tool: what the model sees, where n8n runs it, and what the page shows."""
 
     name: str
     description: str
     args: type[BaseModel]
     webhook_path: str
+    activity: ToolActivity
     timeout_s: float = 8.0
 
     def parameters(self) -> dict[str, Any]:
@@ -100,6 +111,9 @@ CATALOGUE: tuple[ToolSpec, ...] = (
         ),
         args=SendEmailArgs,
         webhook_path="execute-gmail",
+        activity=ToolActivity(
+            doing="Sending the email", done="Email sent", failed="The email could not be sent"
+        ),
         timeout_s=10.0,
     ),
     ToolSpec(
@@ -107,6 +121,9 @@ CATALOGUE: tuple[ToolSpec, ...] = (
         description="Search the knowledge base and return the most relevant passages.",
         args=QueryDatabaseArgs,
         webhook_path="query-database",
+        activity=ToolActivity(
+            doing="Looking that up", done="Lookup finished", failed="The lookup failed"
+        ),
         timeout_s=8.0,
     ),
 )

@@ -17,8 +17,9 @@ events through and watches the audio going to the STT. Policies (`SPECULATION`):
   espeak-ng's speech, and far shorter than Silero's 300 ms end of speech or the STT's final
   at ~150 ms), or when Silero reports the end of speech before the STT's final has come.
   `bench/pipeline_latency.py` measured 50 / 60 / 70 ms at the published profile: 488 / 503 /
-  540 ms v2v p50 for 2.5 / 1.8 / 1.8 LLM requests per utterance. Each interim is speculated on at most once, so a pause inside a
-  sentence costs at most one attempt, and an attempt outlives pauses that add no words.
+  540 ms v2v p50 for 2.5 / 1.8 / 1.8 LLM requests per utterance. Each interim is speculated
+  on at most once, so a pause inside a sentence costs at most one attempt, and an attempt
+  outlives pauses that add no words.
 - `interims`: every interim becomes a preflight (the old `PREEMPTIVE_ON_INTERIMS`): fastest,
   and an LLM and TTS request per interim.
 - `off`: only LiveKit's own preemption on the final transcript.

@@ -2,16 +2,28 @@
 
 Settings are read here, at the edge: once per process in `prewarm` (which also loads Silero,
 once per process), and turned into explicit `PipelineOptions` for the session factory.
+
+Load: the worker tells LiveKit the share of its capacity it holds (`SessionLoad`: active
+sessions / AGENT_MAX_SESSIONS) and is full at 1, so LiveKit stops sending it work exactly when
+it holds that many sessions. livekit-agents' default load is the host's CPU over a moving
+average, which says nothing about this process: on a shared machine another process's CPU made
+a `start` worker decline every job.
+
+A session outlives its page leaving: a page that reloads rejoins the room and finds the same
+agent (with the conversation so far), whether or not its browser managed to say goodbye. The
+job ends when the room does (LiveKit closes a room the departure timeout after its last
+non-agent participant left) or when LiveKit terminates it.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from livekit.agents import AgentServer, JobContext, JobProcess, llm, stt, tts
+from livekit.agents import AgentServer, JobContext, JobProcess, llm, room_io, stt, tts
 
 from pipelines.contracts import Settings, load_settings
 from pipelines.contracts.metrics import observe_turn
@@ -73,11 +85,26 @@ async def entrypoint(ctx: JobContext) -> None:
         )
 
     ctx.add_shutdown_callback(cleanup)
-    await session.start(wired.agent, room=ctx.room)
+    await session.start(
+        wired.agent, room=ctx.room, room_options=room_io.RoomOptions(close_on_disconnect=False)
+    )
 
 
-def create_server(settings: Settings) -> AgentServer:
-    """The worker, registered for explicit dispatch under LIVEKIT_AGENT_NAME."""
+@dataclass(frozen=True)
+class SessionLoad:
+    """The worker's load for LiveKit: the sessions it runs over `capacity`, at most 1. A
+    class, not a closure: livekit-agents may pickle the worker's options."""
+
+    capacity: int
+
+    def __call__(self, server: AgentServer) -> float:
+        return min(1.0, len(server.active_jobs) / self.capacity)
+
+
+def create_server(settings: Settings, *, devmode: bool = False) -> AgentServer:
+    """The worker, registered for explicit dispatch under LIVEKIT_AGENT_NAME, full at
+    AGENT_MAX_SESSIONS sessions. Its health endpoint is on AGENT_HEALTH_PORT in `start`, on a
+    free port in `dev` (as livekit-agents does)."""
 
     def secret(value: Any) -> str | None:
         return None if value is None else str(value.get_secret_value())
@@ -91,6 +118,9 @@ def create_server(settings: Settings) -> AgentServer:
         # so their samples go through prometheus-client's multiprocess directory.
         prometheus_port=settings.metrics_port,
         prometheus_multiproc_dir=str(Path(tempfile.gettempdir()) / "voicegw-agent-metrics"),
+        load_fnc=SessionLoad(settings.agent_max_sessions),
+        load_threshold=1.0,
+        port=0 if devmode else settings.agent_health_port,
     )
     server.rtc_session(entrypoint, agent_name=settings.livekit_agent_name)
     return server

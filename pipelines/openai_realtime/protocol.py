@@ -153,16 +153,9 @@ class RelayProtocol:
             len(text) * 4 > self.limits.max_frame_bytes
             and len(text.encode()) > self.limits.max_frame_bytes
         ):
-            return (self._too_large_close(),)
+            return self.frame_too_large()
         if not self._rate.allow(now):
-            rate = self.limits.max_messages_per_second
-            return (
-                Close(
-                    1008,
-                    "rate limit",
-                    fatal_error("rate_limited", f"more than {rate} messages per second"),
-                ),
-            )
+            return self._rate_limited()
         audio_chars = append_audio_chars(text)
         if audio_chars >= 0:  # the hot path: an append, forwarded as is
             self._audio_in_chars += audio_chars
@@ -178,21 +171,43 @@ class RelayProtocol:
             self._audio_in_chars = 0
         if verdict.warning is not None:
             return (ToUpstream(verdict.text), ToClient(verdict.warning.to_json()))
-        return FORWARD if verdict.text is text else (ToUpstream(verdict.text),)
+        return FORWARD if verdict.text == text else (ToUpstream(verdict.text),)
 
-    def binary_frame(self, size: int) -> Sequence[Action]:
+    def binary_frame(self, size: int, now: float) -> Sequence[Action]:
         """A binary frame of `size` bytes: events are JSON text, so it is refused (or, when
-        oversize, closes the session like an oversize text frame)."""
+        oversize, closes the session like an oversize text frame). It counts against the
+        message rate like any frame: each one is answered."""
         if size > self.limits.max_frame_bytes:
-            return (self._too_large_close(),)
+            return self.frame_too_large()
+        if not self._rate.allow(now):
+            return self._rate_limited()
         return (ToClient(_error("binary_not_allowed", "events are JSON text frames").to_json()),)
 
-    def _too_large_close(self) -> Close:
+    def control_frame(self, now: float) -> Sequence[Action]:
+        """A ping or pong from the client (the I/O layer answers pings): nothing to do but
+        count it against the message rate."""
+        return _NOTHING if self._rate.allow(now) else self._rate_limited()
+
+    def frame_too_large(self) -> Sequence[Action]:
+        """What a frame over `max_frame_bytes` gets (the I/O layer may see one before it is
+        read whole)."""
         limit = self.limits.max_frame_bytes
-        return Close(
-            1009,
-            "frame too large",
-            fatal_error("frame_too_large", f"a frame may be at most {limit} bytes"),
+        return (
+            Close(
+                1009,
+                "frame too large",
+                fatal_error("frame_too_large", f"a frame may be at most {limit} bytes"),
+            ),
+        )
+
+    def _rate_limited(self) -> Sequence[Action]:
+        rate = self.limits.max_messages_per_second
+        return (
+            Close(
+                1008,
+                "rate limit",
+                fatal_error("rate_limited", f"more than {rate} messages per second"),
+            ),
         )
 
     # -- upstream -> client ------------------------------------------------------------------

@@ -276,7 +276,7 @@ class AgentDispatcher:
                         if worker is None:
                             return
                     else:
-                        log.warning("worker message before register", extra={"message": which})
+                        log.warning("worker message before register", extra={"request": which})
                         return
             writer = asyncio.get_running_loop().create_task(
                 _pump(websocket, worker.outbox, lambda: json_mode)
@@ -362,7 +362,7 @@ class AgentDispatcher:
         elif which == "ping":
             worker.send(_pong(message))
         elif which in ("simulate_job", "migrate_job"):
-            log.info("worker request ignored", extra={"worker_id": worker.id, "message": which})
+            log.info("worker request ignored", extra={"worker_id": worker.id, "request": which})
         else:
             log.warning("unable to handle worker signal", extra={"worker_id": worker.id})
             return False

@@ -18,6 +18,10 @@ SSRC and timing, no RED); function is the same, latency is not LiveKit's.
 Offers are serialized per connection and a renegotiation waits until the connection is
 connected: renegotiating while ICE/DTLS is still connecting left Chromium silent.
 
+An ended subscription's media section goes inactive and is never reused (LiveKit reuses
+sections); a later subscription gets a new one. Reusing it left the subscriber silent: aiortc's
+sender stops for good when its track ends under it.
+
 aiortc runs on the event loop that serves the signal socket; everything here is called on it.
 """
 
@@ -120,6 +124,7 @@ class ParticipantMedia:
         self._published_mids: dict[str, str] = {}  # mid -> TR sid of what the client sends
         self._track_sids: dict[str, str] = {}  # cid -> TR sid
         self._subscriptions: dict[str, _Subscription] = {}  # TR sid -> subscription
+        self._retired: set[RTCRtpTransceiver] = set()  # sections of ended subscriptions
         self._channels = _Channels()
         self._lock = asyncio.Lock()
         self._early_candidates: dict[int, list[dict[str, object]]] = {0: [], 1: []}
@@ -226,6 +231,7 @@ class ParticipantMedia:
                     )
                 )
             )
+            self._bound()
             if missing:
                 self._participant.send(
                     SignalResponse(
@@ -247,6 +253,7 @@ class ParticipantMedia:
                 RTCSessionDescription(sdp=answer.sdp, type="answer")
             )
             await self._apply_candidates(1)
+            self._bound()
             if self._answer_pending:
                 self._answer_pending = False
                 self._renegotiate.set()
@@ -339,7 +346,11 @@ class ParticipantMedia:
             return
         subscription.forwarded.stop()
         if subscription.transceiver is not None:
+            # Never reused: aiortc's sender stops for good when its track ends under it, and
+            # a client sees a new track on a section that went inactive first.
             subscription.transceiver.sender.replaceTrack(None)
+            subscription.transceiver.direction = "inactive"
+            self._retired.add(subscription.transceiver)
         self._renegotiate.set()
 
     def _attach_subscriptions(self, pc: RTCPeerConnection, mid_to_track: dict[str, str]) -> int:
@@ -357,6 +368,7 @@ class ParticipantMedia:
             and t.mid in sections
             and sections[t.mid].direction == "recvonly"
             and t.sender.track is None
+            and t not in self._retired
         ]
         missing = 0
         for sid, subscription in self._subscriptions.items():
@@ -369,6 +381,12 @@ class ParticipantMedia:
             if subscription.transceiver is not None and subscription.transceiver.mid:
                 mid_to_track[subscription.transceiver.mid] = sid
         return missing
+
+    def _bound(self) -> None:
+        """The negotiation just completed carries every subscription with a transceiver."""
+        for subscription in self._subscriptions.values():
+            if subscription.transceiver is not None and subscription.transceiver.mid:
+                self._rooms.track_bound(self._room, subscription.track)
 
     def _bind(self, transceiver: RTCRtpTransceiver, subscription: _Subscription) -> None:
         transceiver.sender.replaceTrack(subscription.forwarded)
@@ -394,6 +412,7 @@ class ParticipantMedia:
                         for t in pc.getTransceivers()
                         if t.kind == "audio"
                         and t.sender.track is None
+                        and t not in self._retired
                         and not any(s.transceiver is t for s in self._subscriptions.values())
                     ),
                     None,

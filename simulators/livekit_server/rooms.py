@@ -41,6 +41,7 @@ from livekit.protocol.rtc import (
     ParticipantUpdate,
     RequestResponse,
     SignalResponse,
+    TrackSubscribed,
     UpdateParticipantMetadata,
 )
 
@@ -94,6 +95,7 @@ class PublishedTrack:
     info: TrackInfo
     publisher: Participant
     source: object  # the media layer's handle (an aiortc MediaStreamTrack)
+    ever_subscribed: bool = False
 
 
 class MediaLink(Protocol):
@@ -467,6 +469,25 @@ class RoomManager:
                 and other.media is not None
             ):
                 other.media.subscribe(track)
+
+    def track_bound(self, room: Room, track: PublishedTrack) -> None:
+        """A subscriber's connection now carries `track`. The first time, the publisher is
+        told (`TrackSubscribed`, LiveKit's OnTrackEverSubscribed): livekit-agents holds its
+        speech until then, so nobody misses the start of it."""
+        if track.ever_subscribed or room.published.get(track.info.sid) is not track:
+            return
+        track.ever_subscribed = True
+        track.publisher.send(
+            SignalResponse(track_subscribed=TrackSubscribed(track_sid=track.info.sid))
+        )
+        log.info(
+            "track subscribed",
+            extra={
+                "room": room.name,
+                "participant": track.publisher.identity,
+                "track_sid": track.info.sid,
+            },
+        )
 
     def unpublish_track(self, room: Room, participant: Participant, track_sid: str) -> bool:
         """The participant stopped publishing `track_sid`: subscribers drop it, the others

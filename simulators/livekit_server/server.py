@@ -15,16 +15,15 @@ import contextlib
 import logging
 import random
 import re
-import socket
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncIterator, Mapping
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from ..server import serve
 from .agents import AgentDispatcher
 from .auth import AuthError, KeyRing, bearer_token
 from .rooms import RoomManager
@@ -101,42 +100,21 @@ class LiveKitServer:
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[LiveKitServer]:
         """Serve on `host:port` (0: a free port) until the block ends; `url`/`ws_url` name
         it. Cancelling the block is safe."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        bound = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            ws_per_message_deflate=False,
-            timeout_graceful_shutdown=2,
-        )
-        server = _Server(config)
         logging.getLogger("uvicorn.error").addFilter(_REDACT)
-        idle = asyncio.get_running_loop().create_task(self.rooms.run_idle_checks())
-        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-        try:
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("server stopped before it started")
-                await asyncio.sleep(0.005)
-            self.url = f"http://{host}:{bound}"
-            self.ws_url = f"ws://{host}:{bound}"
+        async with serve(self.app, host=host, port=port, timeout_graceful_shutdown=2) as running:
+            self.url = running.url
+            self.ws_url = running.ws_url
             log.info("livekit stand-in listening", extra={"url": self.ws_url})
-            yield self
-        finally:
-            idle.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await idle
-            await self.rooms.close_all()
-            await self.agents.aclose()
-            server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            sock.close()
+            idle = asyncio.get_running_loop().create_task(self.rooms.run_idle_checks())
+            try:
+                yield self
+            finally:
+                # While the server still runs: participants hear why, workers lose their jobs.
+                idle.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await idle
+                await self.rooms.close_all()
+                await self.agents.aclose()
 
 
 class _RedactTokens(logging.Filter):
@@ -155,13 +133,6 @@ class _RedactTokens(logging.Filter):
 
 _TOKEN = re.compile(r"(access_token=)[^&\s\"]*")
 _REDACT = _RedactTokens()
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # An embedded server leaves signals to its host process.
-        yield
 
 
 async def _not_found(request: Request) -> Response:

@@ -44,7 +44,6 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .auth import AuthError, Grants, KeyRing, bearer_token
-from .media import ParticipantMedia
 from .rooms import Participant, Room, RoomError, RoomManager
 
 log = logging.getLogger("livekit_server.signal")
@@ -326,6 +325,10 @@ class _Session:
         self._participant = participant
         self._websocket = websocket
         self._codec = codec
+        # aiortc loads with the first participant, not with the server: `voicegw serve
+        # --simulate` starts the stand-in on its way up.
+        from .media import ParticipantMedia
+
         self._media = ParticipantMedia(rooms, room, participant)
         participant.media = self._media
         self._handlers: dict[str, Callable[[SignalRequest], Awaitable[None]]] = {
@@ -379,7 +382,7 @@ class _Session:
             which = request.WhichOneof("message")
             handler = self._handlers.get(which or "")
             if handler is None:
-                log.info("signal request ignored", extra={**self._fields(), "message": which})
+                log.info("signal request ignored", extra={**self._fields(), "request": which})
                 continue
             await handler(request)
         return self._participant.disconnect_reason

@@ -84,10 +84,12 @@ class BackgroundLoop:
         return self.run(call())
 
     def close(self) -> None:
+        """Cancel what is left, stop the loop and close it, all on its own thread (the calling
+        thread may be running a loop of its own: Playwright's sync API does)."""
         self.run(_cancel_others())
+        self.run(self.loop.shutdown_asyncgens())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
 
 
@@ -194,12 +196,16 @@ def browser(playwright: Playwright, spoken_input: SpokenInput) -> Iterator[Brows
 
 @dataclass
 class PageLog:
-    """What the page printed, for failure messages."""
+    """What the page printed, for failure messages, and what its Content-Security-Policy
+    refused (Chromium says so on the console)."""
 
     lines: list[str] = field(default_factory=list)
+    refused_by_csp: list[str] = field(default_factory=list)
 
     def add(self, line: str) -> None:
         self.lines.append(line)
+        if "Content Security Policy" in line:
+            self.refused_by_csp.append(line)
 
     def __str__(self) -> str:
         return "\n".join(self.lines[-60:])
@@ -220,7 +226,8 @@ def save_screenshot(page: Page, name: str) -> Path:
 
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest, page_log: PageLog) -> Iterator[Page]:
-    """A fresh page at 1280x720; its final state is saved as test-artifacts/browser/<test>.png."""
+    """A fresh page at 1280x720; its final state is saved as test-artifacts/browser/<test>.png.
+    Whatever the page does, its Content-Security-Policy must not have refused any of it."""
     context = browser.new_context(viewport={"width": 1280, "height": 720})
     page = context.new_page()
 
@@ -233,6 +240,7 @@ def page(browser: Browser, request: pytest.FixtureRequest, page_log: PageLog) ->
     with contextlib.suppress(Exception):  # a crashed page has no picture; the test says why
         save_screenshot(page, request.node.name)
     context.close()
+    assert not page_log.refused_by_csp, "\n".join(page_log.refused_by_csp)
 
 
 # -- the gateway ---------------------------------------------------------------------------
@@ -278,8 +286,14 @@ class Stack:
 
     @property
     def fallbacks_reported(self) -> int:
-        count: int = self.loop.call(lambda: self.app.state.gateway.fallbacks_reported)
-        return count
+        """Fallback reports that counted (a session's first, as the admin view shows them)."""
+
+        async def counted() -> int:
+            overview = await self.app.state.gateway.router.overview()
+            reported: int = overview.counts.fallbacks_reported
+            return reported
+
+        return self.loop.run(counted())
 
     def received_audio(self) -> np.ndarray[Any, np.dtype[np.int16]]:
         """Every pcm16 sample the simulator was sent (`input_audio_buffer.append`), in order."""
@@ -328,7 +342,13 @@ def background_loop() -> Iterator[BackgroundLoop]:
 
 
 @pytest.fixture
-def stack(background_loop: BackgroundLoop) -> Iterator[Stack]:
+def gateway_env() -> dict[str, str]:
+    """More gateway environment for the stack; a test module overrides it (CORS origins)."""
+    return {}
+
+
+@pytest.fixture
+def stack(background_loop: BackgroundLoop, gateway_env: dict[str, str]) -> Iterator[Stack]:
     """A fresh simulator and gateway per test (cheap; the browser is the expensive part)."""
     loop = background_loop
     exits = contextlib.AsyncExitStack()
@@ -342,7 +362,9 @@ def stack(background_loop: BackgroundLoop) -> Iterator[Stack]:
 
     def build(server: RunningServer) -> Starlette:
         # Production settings (launch tokens required), pointed at the simulated providers.
-        environment = production_environment(server.url, **simulated.providers.env)
+        environment = production_environment(
+            server.url, **simulated.providers.env, **gateway_env
+        )
         built["environment"] = environment
         built["settings"] = settings = load_settings(environment)
         built["app"] = app = create_app(settings)
@@ -376,7 +398,10 @@ FINAL_ASSISTANT = (
 def wait_for(page: Page, expression: str, *, timeout_s: float, log: PageLog) -> Any:
     """Wait until `expression` (JavaScript) is truthy in the page; fail with the page's log."""
     try:
-        return page.wait_for_function(expression, timeout=timeout_s * 1000).json_value()
+        # As a function: Playwright compiles a bare expression with eval in the page, which
+        # the page's Content-Security-Policy refuses (and must: no 'unsafe-eval').
+        predicate = f"() => ({expression})"
+        return page.wait_for_function(predicate, timeout=timeout_s * 1000).json_value()
     except Exception as exc:
         state = page.evaluate("JSON.stringify(document.body.dataset)")
         status = page.locator("#status-line").inner_text()

@@ -29,13 +29,27 @@ const control = {
   get room() {
     return this.rooms.at(-1);
   },
-  /** An agent participant joins and publishes an audible tone. */
-  agentJoins(identity = "agent-AJ_test") {
+  /** The agent's track: what it plays, and when (performance.now() of the page). */
+  agentTrack: null,
+  played: [],
+  /** An agent participant joins and publishes a tone, audible at once unless `silent`. */
+  agentJoins(identity = "agent-AJ_test", { silent = false } = {}) {
     const room = this.room;
     const agent = { identity, isAgent: true };
     room.remoteParticipants.set(identity, agent);
     room.emit(RoomEvent.ParticipantConnected, agent);
-    room.emit(RoomEvent.TrackSubscribed, toneTrack(), {}, agent);
+    this.agentTrack = toneTrack(!silent);
+    room.emit(RoomEvent.TrackSubscribed, this.agentTrack, {}, agent);
+  },
+  /** The agent's track carries the tone for `ms`, then silence; `played` records the span. */
+  play(ms) {
+    const span = { start: performance.now(), end: null };
+    this.played.push(span);
+    this.agentTrack.setAudible(true);
+    setTimeout(() => {
+      this.agentTrack.setAudible(false);
+      span.end = performance.now();
+    }, ms);
   },
   agentLeaves(identity = "agent-AJ_test") {
     const room = this.room;
@@ -109,10 +123,10 @@ class LocalParticipant {
   }
 }
 
-function toneTrack() {
+function toneTrack(audible) {
   const context = new AudioContext();
   const oscillator = new OscillatorNode(context, { frequency: 330 });
-  const gain = new GainNode(context, { gain: 0.3 });
+  const gain = new GainNode(context, { gain: audible ? 0.3 : 0 });
   const destination = context.createMediaStreamDestination();
   oscillator.connect(gain).connect(destination);
   oscillator.start();
@@ -121,6 +135,9 @@ function toneTrack() {
   return {
     kind: Track.Kind.Audio,
     mediaStreamTrack,
+    setAudible(on) {
+      gain.gain.setValueAtTime(on ? 0.3 : 0, context.currentTime);
+    },
     attach() {
       const element = document.createElement("audio");
       element.autoplay = true;

@@ -17,6 +17,7 @@ from playwright.sync_api import Page
 from simulators.openai_realtime import Say
 
 from .conftest import PageLog, SpokenInput, Stack, require_tools, spoken_input_from, wait_for
+from .timeline import audible_spans, describe, disagreements, samples, start_sampler
 
 pytestmark = pytest.mark.browser
 
@@ -84,3 +85,35 @@ def test_speech_during_playback_stops_the_reply(
     assert final["audibleSamples"] / final["sampleRate"] * 1000 < played_ms + 600 * 1.1
     assert final["cleared"] == 1
     assert stack.simulator(lambda sim: len(sim.of_type("input_audio_buffer.append"))) > 0
+
+
+def test_the_state_stops_saying_speaking_when_the_meeting_barges_in(
+    stack: Stack, page: Page, page_log: PageLog
+) -> None:
+    stack.simulator(
+        lambda sim: sim.script(
+            Say(text="(simulated) A long answer the meeting interrupts.", audio_ms=LONG_REPLY_MS),
+            Say(text="(simulated) Sure, go ahead.", audio_ms=600),
+        )
+    )
+    page.goto(stack.launch(mode="openai"))
+    wait_for(page, "window.voicePage !== undefined", timeout_s=10, log=page_log)
+    start_sampler(page)
+    wait_for(page, "window.voicePage.voice.stats().cleared >= 1", timeout_s=40, log=page_log)
+    wait_for(
+        page,
+        "window.voicePage.transcript.filter(l => l.role === 'assistant').length === 2"
+        " && document.body.dataset.state === 'listening'",
+        timeout_s=30,
+        log=page_log,
+    )
+
+    taken = samples(page)
+    audible = audible_spans(taken)
+    timeline = describe(taken, audible, "speaking")
+    # Two replies played: the interrupted one (cut short) and the answer.
+    assert len(audible) == 2 and audible[0].ms < LONG_REPLY_MS / 2, timeline
+    assert disagreements(taken, audible, state="speaking", tolerance_ms=150) == [], timeline
+    # The moment the reply was cut, the page showed the meeting speaking.
+    after_cut = [s.state for s in taken if s.t_ms > audible[0].end_ms + 150][:5]
+    assert set(after_cut) == {"meeting-speaking"}, timeline

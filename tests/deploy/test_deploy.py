@@ -147,8 +147,15 @@ async def test_health_check_script_against_the_gateway() -> None:
     assert down[0] == 1
 
 
-def test_railway_json() -> None:
-    config: dict[str, Any] = json.loads((REPO / "railway.json").read_text())
+@pytest.mark.parametrize(
+    ("path", "replicas"),
+    [("railway.json", 2), ("deploy/railway.agent.json", 2)],
+    ids=["gateway", "agent"],
+)
+def test_railway_json(path: str, replicas: int) -> None:
+    """The gateway service's config (`railway.json`: two replicas sharing Railway's Redis) and
+    the agent service's (its config path set to `deploy/railway.agent.json`)."""
+    config: dict[str, Any] = json.loads((REPO / path).read_text())
     assert config["$schema"] == "https://railway.com/railway.schema.json"
     assert set(config) == {"$schema", "build", "deploy"}
     build, deploy = config["build"], config["deploy"]
@@ -167,9 +174,9 @@ def test_railway_json() -> None:
     assert deploy["restartPolicyType"] == "ON_FAILURE"
     assert isinstance(deploy["restartPolicyMaxRetries"], int)
     assert deploy["restartPolicyMaxRetries"] > 0
-    assert deploy["numReplicas"] == 1 and deploy["sleepApplication"] is False
-    # One config for both services: a start command or an HTTP health path here would apply
-    # to the agent too, which has neither; the image's entry point and HEALTHCHECK decide.
+    assert deploy["numReplicas"] == replicas and deploy["sleepApplication"] is False
+    # Both services build the same image: `SERVICE` picks the process, and the image's entry
+    # point and HEALTHCHECK decide how each starts and is checked.
     assert "startCommand" not in deploy and "healthcheckPath" not in deploy
 
 

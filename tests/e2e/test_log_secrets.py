@@ -11,10 +11,9 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from livekit.protocol.agent import JobStatus
 
 from pipelines.contracts import N8nExecutor
-from simulators.livekit_api import LiveKitApiSimulator
+from simulators.livekit_server import LiveKitServer
 from simulators.n8n import N8nSimulator
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.recall import RecallSimulator
@@ -85,21 +84,20 @@ async def test_full_run_leaks_no_secret(
     captured_logs: _Capture,
     recall: RecallSimulator,
     recall_server: RunningServer,
-    livekit: LiveKitApiSimulator,
-    livekit_server: RunningServer,
+    livekit: LiveKitServer,
     n8n: N8nSimulator,
     n8n_server: RunningServer,
 ) -> None:
     env = gateway_env(
         RECALL_API_BASE=recall_server.url,
-        LIVEKIT_URL=livekit_server.ws_url,
+        LIVEKIT_URL=livekit.ws_url,
         LIVEKIT_DISPATCH_CHECK="true",
         N8N_WEBHOOK_BASE_URL=n8n_server.url,
     )
     responses: list[httpx.Response] = []
     recall.script("ok", "echo_auth")
-    livekit.add_room("meeting_rejoin")
-    livekit.add_dispatch("meeting_rejoin", "voice-agent", job_status=JobStatus.JS_FAILED)
+    # A room still open whose agent is gone (no dispatch of ours in it).
+    livekit.rooms.get_or_create("meeting_rejoin")
     async with served_gateway(env) as gw:
         c = gw.client
         responses.append(await c.post("/v1/launch", json={"meeting_url": TEAMS}, headers=AUTH))
@@ -111,11 +109,19 @@ async def test_full_run_leaks_no_secret(
         responses.append(await c.get("/v1/session?session_id=rejoin&mode=livekit"))
         responses.append(await c.get("/v1/session?session_id=o1&mode=openai"))
         for sid in ("f1", "f2", "f3"):
+            # A launched page's livekit session fails: the three reports open the breaker.
+            page = await c.post("/v1/launch", json={"session_id": sid}, headers=AUTH)
+            token = page.json()["page_url"].rsplit("launch=", 1)[1]
+            fallen = await c.get("/v1/session", params={"launch": token, "mode": "livekit"})
+            assert fallen.json()["mode"] == "livekit"
             responses.append(
                 await c.post(
-                    "/v1/session/fallback", json={"session_id": sid, "reason": "ice failed"}
+                    "/v1/session/fallback",
+                    json={"session_id": sid, "reason": "ice failed"},
+                    headers={"Authorization": f"Bearer {token}"},
                 )
             )
+            responses += [page, fallen]
         responses.append(await c.get("/v1/session?session_id=after&mode=livekit"))
         responses.append(await c.get("/v1/admin/routing", headers=AUTH))
         responses.append(await c.get("/readyz"))
@@ -138,8 +144,8 @@ async def test_full_run_leaks_no_secret(
     # The run did what it claims, so the scan below covers real traffic.
     assert [r.status_code for r in responses[:3]] == [201, 502, 401]
     assert [r.json()["mode"] for r in responses[3:6]] == ["livekit", "livekit", "openai"]
-    assert responses[9].json()["reason"] == "breaker_open"
-    assert len(livekit.created()) == 1
+    assert responses[15].json()["reason"] == "breaker_open"
+    assert [c.method for c in livekit.twirp.calls].count("CreateDispatch") == 1
     assert len(n8n.received) == 2
 
     records = [json.loads(line) for line in captured_logs.lines]

@@ -1,1 +1,2 @@
-"""Tests of gateway/: routing, credentials, the issuer, the launcher, the breaker, the HTTP API."""
+"""Tests of gateway/: the router and its stores (memory and Redis), the breaker, credentials, the
+issuer, the launcher, the HTTP API."""

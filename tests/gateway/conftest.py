@@ -1,4 +1,5 @@
-"""Fixtures of the gateway's tests: a clock the tests move by hand."""
+"""Fixtures of the gateway's tests: a clock the tests move by hand (the store under test is in
+tests/conftest.py)."""
 
 from __future__ import annotations
 

@@ -11,8 +11,9 @@ import httpx
 import pytest
 from livekit import api
 
+from gateway.tokens import issue_launch_token
 from pipelines.contracts import SessionConfig
-from relay.tickets import TicketRedeemer
+from relay.tickets import verify_ticket
 from tests import stack
 
 SECRETS = {
@@ -89,7 +90,7 @@ async def test_kill_switch_turns_the_same_request_into_openai() -> None:
         config = await session(client, mode="livekit", session_id="x")
     assert (config.mode, config.reason) == ("openai", "forced")
     assert config.relay is not None and config.relay.url == "/v1/realtime"
-    ticket = TicketRedeemer(SECRETS["GATEWAY_SECRET"]).redeem(config.relay.ticket)
+    ticket = verify_ticket(SECRETS["GATEWAY_SECRET"], config.relay.ticket)
     assert ticket.session_id == "x"
 
 
@@ -283,3 +284,92 @@ async def test_metrics_count_sessions_by_mode_and_reason() -> None:
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
     for value in stack.SECRETS.values():
         assert value not in text
+
+
+async def test_one_launch_token_gets_a_bounded_number_of_sessions(
+    store_env: dict[str, str],
+) -> None:
+    """Issue 17 item 8: one launch token asked for sessions (each a relay ticket, each a paid
+    upstream session) without limit."""
+    env = stack.gateway_env(SESSION_RATE_LIMIT="3", SESSION_RATE_WINDOW_SECONDS="60", **store_env)
+
+    def token(session_id: str) -> str:
+        return issue_launch_token(
+            stack.SECRETS["GATEWAY_SECRET"], session_id=session_id, user=None, mode=None, ttl_s=600
+        )
+
+    async with stack.served_gateway(env) as gw:
+        for _ in range(3):
+            ok = await gw.client.get("/v1/session", params={"launch": token("t1")})
+            assert ok.status_code == 200
+        limited = await gw.client.get("/v1/session", params={"launch": token("t1")})
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        fallback = await gw.client.post(
+            "/v1/session/fallback",
+            json={"session_id": "t1", "reason": "x"},
+            headers={"Authorization": f"Bearer {token('t1')}"},
+        )
+        assert fallback.status_code == 429 and "Retry-After" in fallback.headers
+        other = await gw.client.get("/v1/session", params={"launch": token("t2")})
+        assert other.status_code == 200
+
+
+# -- HTTP details (issue 17.15) ----------------------------------------------------------------
+
+
+async def test_405_says_which_methods_are_allowed() -> None:
+    async with gateway(DEV) as client:
+        response = await client.post("/healthz")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+
+
+@pytest.mark.parametrize("path", ["/static", "/v1/session/"])
+async def test_no_redirect_is_built_from_the_host_header(path: str) -> None:
+    async with gateway(DEV) as client:
+        response = await client.get(path, headers={"Host": "evil.example"})
+    assert "evil.example" not in response.headers.get("location", "")
+    assert response.status_code == 404
+
+
+async def test_an_empty_session_id_is_refused_not_ignored() -> None:
+    async with gateway(DEV) as client:
+        response = await client.get("/v1/session?session_id=&mode=openai")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_session_id"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["Application/JSON", "application/json; charset=UTF-8", "APPLICATION/json;x=1"]
+)
+async def test_the_json_media_type_is_case_insensitive_and_takes_parameters(
+    content_type: str,
+) -> None:
+    async with gateway(DEV) as client:
+        response = await client.post(
+            "/v1/session/fallback",
+            content=json.dumps({"session_id": "x", "reason": "no agent"}),
+            headers={"Content-Type": content_type},
+        )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("path", ["/", "/static/index.html"])
+async def test_the_page_carries_a_content_security_policy(path: str) -> None:
+    async with gateway({**DEV, "GATEWAY_PUBLIC_URL": "https://gw.example.com"}) as client:
+        response = await client.get(path)
+    assert response.status_code == 200
+    policy = dict(
+        (directive.split(" ", 1) + [""])[:2]
+        for directive in response.headers["content-security-policy"].split("; ")
+    )
+    assert policy["default-src"] == "'none'"
+    assert policy["frame-ancestors"] == "'none'"  # Recall.ai loads it as the top-level page
+    assert policy["script-src"] == "'self'"  # its modules and livekit-client, no inline code
+    assert policy["base-uri"] == "'none'" and policy["object-src"] == "'none'"
+    connect = set(policy["connect-src"].split())
+    assert {"'self'", "wss://gw.example.com", "wss://lk.example.com"} <= connect
+    assert "https://lk.example.com" in connect  # livekit-client's HTTP validation

@@ -1,24 +1,13 @@
-"""The issuer without a server: the sticky fallback set, and the domain errors it raises (the
-HTTP layer's mapping of them is tested in test_app.py)."""
+"""The issuer without a server: the domain errors it raises (the HTTP layer's mapping of them
+is tested in test_app.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.errors import InvalidRequest, NotConfigured
-from gateway.issuer import SessionIssuer, StickySet, check_session_id, parse_mode
+from gateway.issuer import SessionIssuer, check_session_id, parse_mode
 from pipelines.contracts import load_settings
-
-
-def test_sticky_set_forgets_after_its_ttl_and_beyond_its_size() -> None:
-    now = [0.0]
-    sticky = StickySet(ttl_s=10, max_size=2, clock=lambda: now[0])
-    sticky.add("a")
-    sticky.add("b")
-    sticky.add("c")  # "a" is the oldest: dropped
-    assert ("a" in sticky, "b" in sticky, "c" in sticky) == (False, True, True)
-    now[0] = 10.0
-    assert "b" not in sticky and "c" not in sticky
 
 
 def test_the_issuer_raises_domain_errors_naming_the_problem() -> None:
@@ -36,3 +25,9 @@ def test_the_issuer_raises_domain_errors_naming_the_problem() -> None:
     with pytest.raises(InvalidRequest) as session_id:
         check_session_id("not a session id")
     assert session_id.value.code == "invalid_session_id"
+
+
+@pytest.mark.parametrize(("given", "mode"), [("LiveKit", "livekit"), (" OPENAI ", "openai")])
+def test_the_mode_parameter_is_case_insensitive(given: str, mode: str) -> None:
+    assert parse_mode(given) == mode
+    assert parse_mode("") is None

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
@@ -22,7 +24,7 @@ from websockets.uri import parse_uri
 
 from pipelines.contracts import load_settings
 from simulators.openai_realtime import RealtimeSimulator, silence
-from voicegw.serve import running_gateway
+from voicegw.serve import ServedGateway, running_gateway
 
 from .conftest import Relay, b64
 
@@ -278,3 +280,99 @@ async def test_deflated_connections_take_the_asgi_leg(
             await ws.send(text_item("compressed " * 50))
             await realtime.wait_for(lambda: len(realtime.received) == 2)
     assert realtime.received[1] == json.loads(text_item("compressed " * 50))
+
+
+# -- clients that do not read ----------------------------------------------------------------
+
+
+def masked_frame(opcode: int, payload: bytes = b"") -> bytes:
+    return Frame(Opcode(opcode), payload).serialize(mask=True)
+
+
+FLOODS = {
+    "empty binary": masked_frame(0x2),
+    "ping": masked_frame(0x9, bytes(125)),
+    "pong": masked_frame(0xA, bytes(125)),
+    "text": masked_frame(0x1, b'{"type":"input_audio_buffer.clear"}'),
+}
+_BUFFER_BOUND = 512 * 1024  # far above one burst of error replies, far below an unbounded pile
+
+
+async def never_reading_client(relay: Relay) -> socket.socket:
+    """A raw WebSocket client with a tiny receive buffer, in a running session: it reads the
+    handshake's answer (byte by byte, so no frame) and never another byte."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", relay.server.port))
+    request = (
+        "GET /v1/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {await relay.ticket()}\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, request.encode())
+    head = b""
+    async with asyncio.timeout(TIMEOUT_S):
+        while not head.endswith(b"\r\n\r\n"):
+            head += await loop.sock_recv(sock, 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def held_by_server(served: ServedGateway, peer: tuple[str, int]) -> list[Any]:
+    """The server's protocol objects still holding the connection from `peer`."""
+    connections = served.server.server.server_state.connections
+    return [c for c in connections if getattr(c, "client", None) == peer]
+
+
+@pytest.mark.parametrize("frame", list(FLOODS))
+async def test_a_client_that_never_reads_is_cut_off_and_its_memory_freed(
+    relay_env: dict[str, str], realtime: RealtimeSimulator, frame: str
+) -> None:
+    """Issue 17.1: frames as fast as the socket takes them from a client that reads nothing.
+    Every frame type counts against the message rate; what the relay writes to the client
+    stays bounded; and once the session is over the socket is gone, though the client never
+    reads the close (nor anything else)."""
+    env = {**relay_env, "RELAY_CLIENT_STALL_SECONDS": "0.5"}
+    loop = asyncio.get_running_loop()
+    active = REGISTRY.get_sample_value("voicegw_relay_sessions_active") or 0.0
+    async with running_gateway(load_settings(env)) as served:
+        sock = await never_reading_client(Relay(served.server))
+        peer = sock.getsockname()
+        burst = FLOODS[frame] * 2000
+        buffered = 0
+        deadline = loop.time() + 8
+        try:
+            while held_by_server(served, peer) and loop.time() < deadline:
+                for protocol in held_by_server(served, peer):
+                    buffered = max(buffered, protocol.transport.get_write_buffer_size())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(loop.sock_sendall(sock, burst), 0.05)
+        except ConnectionError:  # the server cut the connection under our writes
+            pass
+        finally:
+            sock.close()
+        assert not held_by_server(served, peer)
+        assert buffered < _BUFFER_BOUND
+        await upstreams_closed(realtime)
+        assert REGISTRY.get_sample_value("voicegw_relay_sessions_active") == active
+
+
+async def test_the_frame_size_limit_is_the_relays_own(
+    relay_env: dict[str, str], realtime: RealtimeSimulator
+) -> None:
+    """Issue 17.10: a frame over RELAY_MAX_FRAME_BYTES (64 KiB here) is refused when its header
+    announces it, with the relay's own voice.error and 1009, not after up to uvicorn's
+    ws_max_size is buffered."""
+    async with direct_gateway(relay_env) as relay, raw_client(relay) as raw:
+        raw.write(bytes((0x81, 0xFF)) + (100 * 1024).to_bytes(8, "big") + MASK_KEY)
+        raw.write(bytes(1024))  # a start of the payload, which is never read
+        assert await raw.close_code() == 1009
+        errors = [
+            json.loads(bytes(f.data))
+            for f in raw.frames
+            if f.opcode is Opcode.TEXT and json.loads(bytes(f.data))["type"] == "voice.error"
+        ]
+    assert [e["code"] for e in errors] == ["frame_too_large"]
+    await upstreams_closed(realtime)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from pipelines.contracts import Settings
+from gateway.store import Store
+from pipelines.contracts import Settings, load_settings
+from relay.endpoint import redact_query
 from relay.tickets import issue_ticket
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.server import RunningServer
+from tests.redis_server import free_port
+from tests.stack import until
+from voicegw.serve import running_gateway
 
 from .conftest import API_KEY, Relay
 
@@ -85,6 +92,42 @@ async def test_ticket_in_query(
     assert_no_secrets(caplog, ticket)
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "%74icket={ticket}",  # the key spelled with an escape: still `ticket` to the server
+        "mode=openai&%74ic%6Bet={ticket}",
+        "ticket={encoded}",  # the value spelled with escapes
+        "%2574icket={ticket}&ticket={ticket}",  # and a key the server does not read as one
+    ],
+)
+async def test_no_spelling_of_a_ticket_in_the_query_reaches_a_log_line(
+    relay: Relay, gateway: RunningServer, caplog: pytest.LogCaptureFixture, query: str
+) -> None:
+    """Issue 17.12: uvicorn logs each accepted WebSocket's path with its raw query."""
+    ticket = await relay.ticket()
+    encoded = "".join(f"%{byte:02X}" for byte in ticket.encode())
+    with caplog.at_level(logging.DEBUG):
+        url = f"{gateway.ws_url}/v1/realtime?{query.format(ticket=ticket, encoded=encoded)}"
+        async with connect(url) as ws:
+            assert json.loads(await ws.recv())["type"] == "agent.state"
+            assert json.loads(await ws.recv())["type"] == "session.created"
+    assert any("/v1/realtime?" in r.getMessage() for r in caplog.records)
+    assert_no_secrets(caplog, ticket, encoded, encoded.lower())
+
+
+def test_a_logged_query_keeps_only_plain_names_and_harmless_values() -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzaWQiOiJzIn0.c2lnbmF0dXJl"
+    assert redact_query(f"/v1/realtime?mode=openai&%74icket={jwt}") == (
+        "/v1/realtime?mode=openai&ticket=<redacted>"
+    )
+    assert redact_query(f"/v1/realtime?{jwt}") == "/v1/realtime?<redacted>=<redacted>"
+    assert redact_query(f"/v1/realtime?{jwt}=1&launch=x") == (
+        "/v1/realtime?<redacted>=<redacted>&launch=<redacted>"
+    )
+    assert redact_query("/v1/realtime") == "/v1/realtime"
+
+
 def assert_no_secrets(caplog: pytest.LogCaptureFixture, *secrets: str) -> None:
     """Nothing the server side logged (the test's own client aside) shows a secret."""
     server_side = [r for r in caplog.records if r.name != "websockets.client"]
@@ -128,3 +171,63 @@ async def test_refusal_never_echoes_the_ticket(relay: Relay, gateway: RunningSer
             await ws.recv()
     assert closed.value.rcvd is not None
     assert forged not in closed.value.rcvd.reason
+
+
+async def refusal(url: str) -> tuple[dict[str, object], int]:
+    """Connect to a relay that refuses: the voice.error it sends first, and its close code."""
+    async with connect(url) as ws:
+        error = json.loads(await ws.recv())
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    return error, closed.value.rcvd.code
+
+
+async def test_a_ticket_used_on_one_replica_is_refused_on_another(
+    relay_env: dict[str, str], store: Store, realtime: RealtimeSimulator, server_options: Any
+) -> None:
+    settings = load_settings(relay_env)
+    async with (
+        running_gateway(settings, store=store, **server_options) as a,
+        running_gateway(settings, store=store, **server_options) as b,
+    ):
+        ticket = await Relay(a.server).ticket()
+        async with connect(f"{b.server.ws_url}/v1/realtime?ticket={ticket}") as ws:
+            assert json.loads(await ws.recv())["type"] == "agent.state"
+        assert await refused_code(Relay(a.server), ticket) == 4403
+    assert realtime.connections == 1
+
+
+async def test_one_session_id_holds_at_most_its_limit_of_relay_sessions(
+    relay: Relay, gateway: RunningServer, realtime: RealtimeSimulator
+) -> None:
+    """Issue 17 item 8: one launch token opened 300 concurrent relay sessions, each a paid
+    upstream session. RELAY_MAX_SESSIONS_PER_ID (2: a reload overlaps the closing socket)."""
+    url = f"{gateway.ws_url}/v1/realtime?ticket="
+    async with contextlib.AsyncExitStack() as held:
+        for _ in range(2):
+            ws = await held.enter_async_context(connect(url + await relay.ticket("greedy")))
+            assert json.loads(await ws.recv())["type"] == "agent.state"
+        error, code = await refusal(url + await relay.ticket("greedy"))
+        assert (code, error["code"], error["fatal"]) == (4429, "too_many_sessions", True)
+        other = await held.enter_async_context(connect(url + await relay.ticket("modest")))
+        assert json.loads(await other.recv())["type"] == "agent.state"
+    assert realtime.connections == 3
+
+    async def admitted_again() -> bool:
+        async with connect(url + await relay.ticket("greedy")) as ws:
+            return bool(json.loads(await ws.recv())["type"] == "agent.state")
+
+    await until(admitted_again, "the closed sessions give their slots back")
+
+
+async def test_tickets_fail_closed_when_redis_is_unreachable(
+    relay_env: dict[str, str], realtime: RealtimeSimulator, server_options: Any
+) -> None:
+    settings = load_settings({**relay_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    async with running_gateway(settings, **server_options) as served:
+        relay = Relay(served.server)
+        ticket = await relay.ticket()  # routing goes on from memory
+        error, code = await refusal(f"{relay.server.ws_url}/v1/realtime?ticket={ticket}")
+    assert (code, error["code"], error["fatal"]) == (1013, "state_unavailable", True)
+    assert realtime.connections == 0

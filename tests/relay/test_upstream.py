@@ -36,6 +36,7 @@ class Sink:
         self.messages: asyncio.Queue[bytes] = asyncio.Queue()
         self.pressure: asyncio.Queue[bool] = asyncio.Queue()
         self.closed = asyncio.Event()
+        self.unresponsive = asyncio.Event()
 
     def on_upstream_message(self, payload: bytes) -> None:
         self.messages.put_nowait(payload)
@@ -45,6 +46,9 @@ class Sink:
 
     def on_upstream_backpressure(self, paused: bool) -> None:
         self.pressure.put_nowait(paused)
+
+    def on_upstream_unresponsive(self) -> None:
+        self.unresponsive.set()
 
     async def next_message(self) -> bytes:
         async with asyncio.timeout(TIMEOUT_S):
@@ -389,3 +393,75 @@ async def test_url_that_is_not_a_websocket_url(url: str) -> None:
     with pytest.raises(UpstreamError) as error:
         await open_upstream(url, Sink())
     assert KEY not in str(error.value)
+
+
+# -- keepalive ----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def pinged_server(answer_pings: bool) -> AsyncIterator[tuple[str, asyncio.Queue[bytes]]]:
+    """A WebSocket server that reports each ping it reads, and answers it only if told to
+    (else it reads on but is otherwise as good as frozen)."""
+    pings: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            writer.write(switching(await reader.readuntil(b"\r\n\r\n")))
+            protocol = ServerProtocol(state=OPEN)
+            while chunk := await reader.read(65536):
+                protocol.receive_data(chunk)
+                for event in protocol.events_received():
+                    if isinstance(event, Frame) and event.opcode is Opcode.PING:
+                        pings.put_nowait(bytes(event.data))
+                if answer_pings:
+                    writer.write(b"".join(protocol.data_to_send()))  # its pongs
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}{PATH}", pings
+
+
+async def test_keepalive_pings_are_answered() -> None:
+    sink = Sink()
+    async with pinged_server(answer_pings=True) as (url, pings):
+        upstream = await open_upstream(url, sink)
+        upstream.start()
+        upstream.keepalive(interval_s=0.01, timeout_s=1.0)
+        # The next ping goes out only once the last one's pong came back: three pings seen
+        # mean two pongs were taken, each within its deadline.
+        payloads = [await within(pings.get()) for _ in range(3)]
+        await upstream.aclose(0.1)
+    assert len(set(payloads)) == 3
+    assert not sink.unresponsive.is_set()
+
+
+async def test_an_upstream_that_stops_answering_is_reported_and_dropped() -> None:
+    """Issue 17.4: a frozen upstream (here: one that reads but never answers) is noticed by
+    its missing pong, reported, and the connection aborted."""
+    sink = Sink()
+    async with pinged_server(answer_pings=False) as (url, pings):
+        upstream = await open_upstream(url, sink)
+        upstream.start()
+        upstream.keepalive(interval_s=0.01, timeout_s=0.1)
+        await within(pings.get())
+        await within(sink.unresponsive.wait())
+        await sink.wait_closed()
+    assert pings.empty()  # one ping, then no other before its deadline
+
+
+async def test_the_pong_deadline_waits_while_the_relay_is_not_reading() -> None:
+    """While the relay holds reading (its client is not keeping up) an answered pong cannot be
+    read: that is not the upstream's fault."""
+    sink = Sink()
+    async with pinged_server(answer_pings=True) as (url, pings):
+        upstream = await open_upstream(url, sink)
+        upstream.start()
+        upstream.pause_reading()
+        upstream.keepalive(interval_s=0.01, timeout_s=0.05)
+        await within(pings.get())
+        await asyncio.sleep(0.2)  # the condition under test: the deadline passes, held
+        upstream.resume_reading()
+        await within(pings.get())  # the pong was read late, and the pings go on
+        await upstream.aclose(0.1)
+    assert not sink.unresponsive.is_set()

@@ -165,11 +165,37 @@ def test_a_provider_key_turns_simulation_off() -> None:
     assert "sk-real-looking" not in "\n".join(lines)
 
 
+@contextlib.contextmanager
+def recall_process() -> Iterator[dict[str, str]]:
+    """The Recall.ai simulator in a process of its own (the gateway under test is one too);
+    the variables that point a gateway at it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    key = SECRETS["RECALL_API_KEY"]
+    code = (
+        "import uvicorn\n"
+        "from simulators.recall import RecallSimulator\n"
+        f"uvicorn.run(RecallSimulator(api_key={key!r}).app, fd={sock.fileno()},"
+        " log_level='warning', lifespan='off')\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[sock.fileno()])
+    try:
+        port = sock.getsockname()[1]
+        yield {"RECALL_API_KEY": key, "RECALL_API_BASE": f"http://127.0.0.1:{port}"}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        sock.close()
+
+
 def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
     schemathesis = Path(sys.executable).parent / "schemathesis"
     if not schemathesis.exists():
         pytest.fail("schemathesis is a dev dependency; run `make test` to install it")
-    with running_gateway(ENV) as url:
+    # With Recall.ai reachable: the schema's meeting_url is an https URL, so generated launches
+    # get past validation to the bot (without Recall they would be a documented 503).
+    with recall_process() as recall, running_gateway({**ENV, **recall}) as url:
         result = subprocess.run(
             [
                 str(schemathesis),

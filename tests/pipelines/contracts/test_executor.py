@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -32,6 +33,21 @@ async def run(
     return result.status, result.output
 
 
+async def calls(
+    server: RunningServer, *call_ids: str, timeout_s: float = 0.3
+) -> list[tuple[str, str]]:
+    """The same send_email request made once per call id, by one session's executor."""
+    async with httpx.AsyncClient() as client, asyncio.timeout(10):
+        executor = N8nExecutor(server.url, client=client, timeout_s=timeout_s)
+        results = [
+            await executor.execute(
+                session_id="s1", call_id=call_id, name="send_email", arguments=EMAIL
+            )
+            for call_id in call_ids
+        ]
+    return [(r.status, r.output) for r in results]
+
+
 async def test_success_posts_arguments_with_idempotency_key(
     n8n: N8nSimulator, n8n_server: RunningServer
 ) -> None:
@@ -52,7 +68,6 @@ async def test_success_posts_arguments_with_idempotency_key(
         ("http_500", "internal error (HTTP 500)"),
         ("http_404", "refused the request (HTTP 404): The requested webhook is not registered."),
         ("not_json", "not JSON"),
-        ("slow", "did not answer within 0.3 seconds"),
     ],
 )
 async def test_failures_become_speakable_results(
@@ -125,3 +140,79 @@ async def test_tool_calls_are_counted_by_name_and_status(
     assert metric("voicegw_tool_calls_total", name="query_database", status="error") == err + 1
     assert metric("voicegw_tool_calls_total", name="unknown", status="error") == unknown + 1
     assert metric("voicegw_tool_latency_seconds_count", name="query_database") == observed + 2
+
+
+# -- issue 17.5, 17.6, 17.14: slow, huge and lost answers ---------------------------------
+
+
+@pytest.mark.parametrize("behaviour", ["slow", "trickle"])
+async def test_one_deadline_bounds_the_whole_call(
+    n8n: N8nSimulator, n8n_server: RunningServer, behaviour: Behaviour
+) -> None:
+    """A webhook that answers a byte at a time (each read well within the timeout) is cut off
+    at the call's deadline like one that never answers."""
+    n8n.trickle_seconds = 0.05
+    n8n.script("execute-gmail", behaviour)
+    ((status, output),) = await calls(n8n_server, "call_9")
+    assert status == "error"
+    assert "within 0.3 seconds" in output
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "why"),
+    [("slow", "did not answer within 0.3 seconds"), ("hang_up", "connection was lost")],
+)
+async def test_a_request_that_may_have_run_is_an_unknown_outcome_not_a_failure(
+    n8n: N8nSimulator, n8n_server: RunningServer, behaviour: Behaviour, why: str
+) -> None:
+    n8n.script("execute-gmail", behaviour)
+    ((status, output),) = await calls(n8n_server, "call_9")
+    assert status == "error"
+    assert why in output
+    assert "may or may not have been done" in output and "Do not tell the user it failed" in output
+    assert "did not work" not in output and "offer to try again" not in output
+
+
+async def test_nothing_sent_is_a_failure_not_an_unknown_outcome() -> None:
+    async with httpx.AsyncClient() as client:
+        executor = N8nExecutor("http://127.0.0.1:9", client=client, timeout_s=5)
+        result = await executor.execute(
+            session_id="s", call_id="c", name="send_email", arguments=EMAIL
+        )
+    assert "could not be reached" in result.output and "may or may not" not in result.output
+
+
+async def test_the_retry_of_an_unknown_outcome_keeps_its_idempotency_key(
+    n8n: N8nSimulator, n8n_server: RunningServer
+) -> None:
+    """The model asks again after "outcome unknown" with a new call id: n8n gets the first
+    call's key (and id), sees a repeat, and sends no second email."""
+    n8n.script("execute-gmail", "slow")
+    first, retry = await calls(n8n_server, "call_9", "call_10")
+    assert "may or may not" in first[1]
+    assert retry[0] == "ok" and "already done" in retry[1]
+    keys = [r.headers["idempotency-key"] for r in n8n.received]
+    assert keys == ["s1:call_9", "s1:call_9"]
+    assert [r.body["call_id"] for r in n8n.received] == ["call_9", "call_9"]
+    assert n8n.executed == ["s1:call_9"]
+
+
+async def test_a_repeat_after_a_known_outcome_is_a_new_request(
+    n8n: N8nSimulator, n8n_server: RunningServer
+) -> None:
+    n8n.script("execute-gmail", "http_500")
+    await calls(n8n_server, "call_9", "call_10", "call_11")
+    keys = [r.headers["idempotency-key"] for r in n8n.received]
+    assert keys == ["s1:call_9", "s1:call_10", "s1:call_11"]
+
+
+async def test_a_huge_answer_is_clipped_before_it_is_read_whole(
+    n8n: N8nSimulator, n8n_server: RunningServer
+) -> None:
+    n8n.script("query-database", "huge")
+    async with asyncio.timeout(10):
+        status, output = await run(n8n_server, "query_database", {"query": "everything"})
+    assert status == "ok"
+    assert output.startswith("(the answer was longer than 65536 bytes; its start)")
+    assert len(output) <= 4000
+    assert n8n.huge_sent < n8n.huge_bytes // 4  # the rest was never read

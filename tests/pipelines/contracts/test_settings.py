@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from pipelines.contracts import ConfigError, load_settings
+from pipelines.contracts.routing import RoutingPolicy
 
 PROD = {
     "VOICEGW_ENV": "production",
@@ -88,13 +89,13 @@ def test_production_only_needs_the_modes_routing_can_select() -> None:
     with pytest.raises(ConfigError, match="LIVEKIT_URL"):
         load_settings(only_openai)  # url overrides allowed: livekit is selectable
     settings = load_settings({**only_openai, "VOICE_FORCE_MODE": "openai"})
-    assert settings.selectable_modes() == {"openai"}
+    assert RoutingPolicy.from_settings(settings).selectable_modes() == {"openai"}
     assert settings.livekit_url is None  # no dev defaults in production
 
 
 def test_production_accepts_a_complete_environment() -> None:
     settings = load_settings(PROD)
-    assert settings.selectable_modes() == {"livekit", "openai"}
+    assert RoutingPolicy.from_settings(settings).selectable_modes() == {"livekit", "openai"}
     assert "sk-test-openai-value" not in repr(settings)
     assert "sk-test-openai-value" not in str(settings.model_dump())
 
@@ -105,16 +106,35 @@ def test_allowlist_parsing_and_empty_values_mean_unset() -> None:
     )
     assert settings.allowlist == {"ana@example.com", "bob"}
     assert settings.voice_force_mode is None
-    assert "livekit" in settings.selectable_modes()
+    assert "livekit" in RoutingPolicy.from_settings(settings).selectable_modes()
 
 
 def test_selectable_modes_follow_the_routing_rules() -> None:
     closed = {"VOICE_ALLOW_MODE_OVERRIDE": "false"}
-    assert load_settings(closed).selectable_modes() == {"openai"}
+    assert RoutingPolicy.from_settings(load_settings(closed)).selectable_modes() == {"openai"}
     rollout = load_settings({**closed, "VOICE_LIVEKIT_ROLLOUT_PERCENT": "5"})
-    assert rollout.selectable_modes() == {"livekit", "openai"}  # openai: the fallback
+    # openai: the fallback of every livekit session
+    assert RoutingPolicy.from_settings(rollout).selectable_modes() == {"livekit", "openai"}
 
 
 def test_urls_are_normalised() -> None:
     settings = load_settings({"N8N_WEBHOOK_BASE_URL": "https://n8n.example.com/webhook/"})
     assert settings.n8n_webhook_base_url == "https://n8n.example.com/webhook"
+
+
+def test_cors_origins_are_normalised_origins() -> None:
+    settings = load_settings(
+        {"GATEWAY_CORS_ORIGINS": " HTTPS://Page.Example.com/ ,http://127.0.0.1:5173,,"}
+    )
+    assert settings.cors_origins == ("https://page.example.com", "http://127.0.0.1:5173")
+    assert load_settings({}).cors_origins == ()
+    default_port = load_settings({"GATEWAY_CORS_ORIGINS": "https://page.example.com:443"})
+    assert default_port.cors_origins == ("https://page.example.com",)
+
+
+@pytest.mark.parametrize(
+    "value", ["*", "page.example.com", "https://page.example.com/app", "ftp://page.example.com"]
+)
+def test_cors_origins_refuse_what_is_not_an_origin(value: str) -> None:
+    with pytest.raises(ConfigError, match="GATEWAY_CORS_ORIGINS"):
+        load_settings({"GATEWAY_CORS_ORIGINS": f"https://ok.example.com,{value}"})

@@ -57,3 +57,11 @@ def test_argument_errors_are_speakable(raw: str, needle: str) -> None:
         TOOLS_BY_NAME["send_email"].validate_arguments(raw)
     assert needle in str(caught.value)
     assert str(caught.value).startswith("the arguments for send_email")
+
+
+def test_every_tool_has_phrases_for_the_page_not_its_name() -> None:
+    for tool in CATALOGUE:
+        phrases = (tool.activity.doing, tool.activity.done, tool.activity.failed)
+        assert all(phrase.strip() for phrase in phrases), tool.name
+        assert not any(tool.name in phrase for phrase in phrases), tool.name
+        assert not tool.activity.doing.endswith(("…", ".")), "the page adds the ellipsis"

@@ -3,10 +3,12 @@ Chatterbox clients, simulators on 127.0.0.1, the shared n8n executor."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
 import aiohttp
+import pytest
 from livekit.agents.vad import VAD
 
 from pipelines.contracts import (
@@ -208,6 +210,33 @@ async def test_failing_n8n_becomes_a_spoken_tool_error(
     tool_message = next(m for m in providers.groq.received[-1]["messages"] if m["role"] == "tool")
     assert "did not work" in tool_message["content"]
     assert "(simulated) Done. The query_database tool did not work" in turn["assistant_text"]
+    assert [m.status for m in publisher.messages if isinstance(m, ToolFinished)] == ["error"]
+    assert result.sounds, "the agent still spoke"
+
+
+async def test_a_tool_call_that_never_finishes_still_returns_a_result(
+    providers: Providers,
+    one_tool: audio.Conversation,
+    vad: VAD,
+    http: aiohttp.ClientSession,
+) -> None:
+    """Issue 17.5: n8n trickles its answer a byte at a time; the function tool returns at the
+    call's deadline with an unknown outcome, and the agent speaks on."""
+    providers.deepgram.transcripts[:] = [TOOL_TEXT]
+    providers.n8n.script("query-database", "trickle")
+    providers.options = dataclasses.replace(providers.options, n8n_timeout_s=1.0)
+    running = asyncio.create_task(run(providers, one_tool, vad, http, "sess-trickle"))
+    # Not asyncio.timeout: a turn stuck on its tool does not end when cancelled either.
+    done, _ = await asyncio.wait([running], timeout=30)
+    if not done:
+        running.cancel()
+        pytest.fail("the turn was still waiting for its tool after 30 s")
+    result, publisher = running.result()
+
+    (turn,) = [t.model_dump() for t in result.turns]
+    assert [c["status"] for c in turn["tool_calls"]] == ["error"]
+    tool_message = next(m for m in providers.groq.received[-1]["messages"] if m["role"] == "tool")
+    assert "may or may not have been done" in tool_message["content"]
     assert [m.status for m in publisher.messages if isinstance(m, ToolFinished)] == ["error"]
     assert result.sounds, "the agent still spoke"
 

@@ -280,7 +280,21 @@ def test_malformed_upstream_events_are_forwarded_untranslated() -> None:
 
 def test_binary_frames_are_refused_and_oversize_ones_close() -> None:
     core = RelayProtocol(RealtimeOptions(), limits=RelayLimits(1024, 10))
-    (refused,) = core.binary_frame(10)
+    (refused,) = core.binary_frame(10, 0.0)
     assert isinstance(refused, ToClient) and "binary_not_allowed" in refused.text
-    (closed,) = core.binary_frame(2048)
+    (closed,) = core.binary_frame(2048, 0.0)
     assert isinstance(closed, Close) and closed.code == 1009
+
+
+def test_every_frame_type_counts_against_the_rate() -> None:
+    core = RelayProtocol(RealtimeOptions(), limits=RelayLimits(1024, 10))
+    for _ in range(3):
+        assert core.control_frame(0.0) == ()  # pings and pongs
+        assert isinstance(core.binary_frame(0, 0.0)[0], ToClient)
+    assert isinstance(core.client_frame('{"type":"input_audio_buffer.clear"}', 0.0)[0], Forward)
+    results = [core.control_frame(0.0) for _ in range(4)]  # the 8th to the 11th frame
+    assert results[:3] == [(), (), ()]
+    (closed,) = results[3]
+    assert isinstance(closed, Close) and closed.code == 1008
+    (closed,) = core.binary_frame(0, 0.0)
+    assert isinstance(closed, Close) and closed.code == 1008

@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import gzip
 import json
+import logging
 import random
 import sys
 import time
@@ -79,6 +80,13 @@ async def wait_until(condition: Callable[[], bool], within: float = 5.0, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         await asyncio.sleep(0.01)
+
+
+@pytest.fixture(autouse=True)
+def _log_everything(caplog: pytest.LogCaptureFixture) -> None:
+    """Every log call of the stand-in builds its record (as under `voicegw serve`, at INFO),
+    so a field named like a LogRecord attribute fails here, not in someone's room."""
+    caplog.set_level(logging.DEBUG, logger="livekit_server")
 
 
 @pytest.fixture
@@ -169,9 +177,14 @@ class FakeWorker:
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(
-        cls, server: LiveKitServer, agent_name: str = "voice-agent"
+        cls,
+        server: LiveKitServer,
+        agent_name: str = "voice-agent",
+        *,
+        key: str = API_KEY,
+        secret: str = API_SECRET,
     ) -> AsyncIterator[FakeWorker]:
-        jwt = api.AccessToken(API_KEY, API_SECRET).with_grants(api.VideoGrants(agent=True))
+        jwt = api.AccessToken(key, secret).with_grants(api.VideoGrants(agent=True))
         async with connect(
             f"{server.ws_url}/agent",
             additional_headers={"Authorization": f"Bearer {jwt.to_jwt()}"},

@@ -6,8 +6,11 @@ ICE candidates on the namespace's veth address. It prints one JSON event per lin
 reads one JSON command per line on stdin:
 
     events:   connected {join_ms, connected_ms, sid}, subscribed {participant, track_sid},
-              audio {participant, frames, peak, first_loud_ms}, data {participant, topic,
-              payload}, attributes {participant, attributes}, disconnected {reason}, error
+              audio {participant, track_sid, frames, peak, audible, first_loud_ms}
+              (`audible`: samples above the loudness threshold so far),
+              data {participant, topic, payload}, attributes {participant, attributes},
+              local_track_subscribed {track_sid} (someone subscribed to what we publish),
+              disconnected {reason}, error
     commands: publish_sine {freq, seconds, lead_silence_s}, publish_wav {path},
               send_data {payload, topic, destinations, reliable},
               set_attributes {attributes}, unpublish, leave
@@ -81,12 +84,15 @@ async def listen(track: rtc.Track, participant: rtc.RemoteParticipant) -> None:
     stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1)
     frames = 0
     peak = 0
+    audible = 0
     first_loud_ms: float | None = None
     last_report = 0.0
     async for event in stream:
         samples = np.frombuffer(event.frame.data, dtype=np.int16)
         frames += 1
-        frame_peak = int(np.abs(samples.astype(np.int32)).max()) if len(samples) else 0
+        magnitudes = np.abs(samples.astype(np.int32))
+        frame_peak = int(magnitudes.max()) if len(samples) else 0
+        audible += int(np.count_nonzero(magnitudes > LOUD))
         peak = max(peak, frame_peak)
         if first_loud_ms is None and frame_peak > LOUD:
             first_loud_ms = time.time() * 1000
@@ -96,8 +102,10 @@ async def listen(track: rtc.Track, participant: rtc.RemoteParticipant) -> None:
             emit(
                 "audio",
                 participant=participant.identity,
+                track_sid=track.sid,
                 frames=frames,
                 peak=peak,
+                audible=audible,
                 first_loud_ms=first_loud_ms,
             )
 
@@ -132,6 +140,10 @@ async def main(url: str, token: str) -> None:
     @room.on("track_unpublished")
     def _unpublished(publication: rtc.RemoteTrackPublication, who: rtc.RemoteParticipant) -> None:
         emit("track_unpublished", participant=who.identity, track_sid=publication.sid)
+
+    @room.on("local_track_subscribed")
+    def _local_subscribed(track: rtc.Track) -> None:
+        emit("local_track_subscribed", track_sid=track.sid)
 
     @room.on("participant_connected")
     def _joined(who: rtc.RemoteParticipant) -> None:

@@ -20,6 +20,14 @@ pytestmark = pytest.mark.netns
 LOUD = 0.02 * 32767
 
 
+def _of_track(sid: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: event["track_sid"] == sid
+
+
+def _loud_on(sid: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: event["track_sid"] == sid and event["peak"] > LOUD
+
+
 def _loud_from(speaker: str) -> Callable[[dict[str, Any]], bool]:
     return lambda event: event["participant"] == speaker and event["peak"] > LOUD
 
@@ -57,6 +65,13 @@ async def test_participants_hear_each_other_and_get_their_data(
         for listener, speaker in ((bob, "alice"), (carol, "alice"), (alice, "bob")):
             heard = await listener.wait_for("audio", _loud_from(speaker))
             assert heard["frames"] > 0
+        # Each publisher heard that its track got a subscriber (livekit-agents waits for it
+        # before it speaks), once per track.
+        published = await alice.wait_for("published")
+        subscribed = await alice.wait_for("local_track_subscribed")
+        assert subscribed["track_sid"] == published["track_sid"]
+        await bob.wait_for("local_track_subscribed")
+        assert [e["event"] for e in alice.events].count("local_track_subscribed") == 1
 
         # Data to bob alone, then to everyone: carol sees only the second (same sender,
         # reliable channel, so the first would have come before it).
@@ -79,3 +94,22 @@ async def test_participants_hear_each_other_and_get_their_data(
         assert seen["attributes"] == {"lk.agent.state": "speaking"}
 
     assert not room.participants
+
+
+async def test_a_listener_hears_whoever_takes_the_place_of_a_speaker_who_left(
+    media_server: LiveKitServer,
+) -> None:
+    """A page reloads: its participant leaves and comes back with the same identity and a
+    new microphone track; the agent, still in the room, must hear the new track."""
+    url = media_server.ws_url
+    async with RtcParticipant.start(url, token("agent"), "agent") as listener:
+        await listener.wait_for("connected")
+        for freq in (440, 660):
+            async with RtcParticipant.start(url, token("page"), "page") as page:
+                await page.wait_for("connected")
+                await page.command("publish_sine", freq=freq, seconds=3)
+                sid = (await page.wait_for("published"))["track_sid"]
+                heard = await listener.wait_for("subscribed", _of_track(sid))
+                assert heard["participant"] == "page"
+                loud = await listener.wait_for("audio", _loud_on(sid))
+                assert loud["participant"] == "page" and loud["frames"] > 0

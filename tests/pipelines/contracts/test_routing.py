@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from gateway.routing import RoutingPolicy, resolve_mode, rollout_bucket
+from pipelines.contracts.routing import RoutingPolicy, resolve_mode, rollout_bucket
 
 KEYS = [f"user-{i}@example.com" for i in range(10_000)]
 
@@ -117,7 +117,7 @@ def test_raising_the_percent_never_moves_a_livekit_key_back() -> None:
 def test_same_key_same_bucket_in_another_process() -> None:
     keys = KEYS[:200]
     code = (
-        "import json,sys; from gateway.routing import rollout_bucket; "
+        "import json,sys; from pipelines.contracts.routing import rollout_bucket; "
         "print(json.dumps([rollout_bucket(k) for k in json.load(sys.stdin)]))"
     )
     out = subprocess.run(
@@ -128,3 +128,37 @@ def test_same_key_same_bucket_in_another_process() -> None:
         check=True,
     )
     assert json.loads(out.stdout) == [rollout_bucket(k) for k in keys]
+
+
+def test_sticky_fallback_comes_after_the_kill_switch_only() -> None:
+    policy = RoutingPolicy(allowlist=frozenset({"a@x.io"}), rollout_percent=100)
+    assert resolve_mode(
+        policy, session_id="s", user="a@x.io", requested="livekit", fell_back=True
+    ) == ("openai", "fallback")
+    forced = RoutingPolicy(force_mode="livekit")
+    assert resolve_mode(forced, session_id="s", fell_back=True) == ("livekit", "forced")
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        RoutingPolicy(),
+        RoutingPolicy(allow_override=False),
+        RoutingPolicy(allow_override=False, rollout_percent=5),
+        RoutingPolicy(allow_override=False, default_mode="livekit"),
+        RoutingPolicy(allow_override=False, allowlist=frozenset({"user-1@example.com"})),
+        RoutingPolicy(force_mode="livekit"),
+        RoutingPolicy(force_mode="openai", rollout_percent=100),
+    ],
+)
+def test_selectable_modes_are_what_the_rules_can_answer(policy: RoutingPolicy) -> None:
+    answered = {
+        resolve_mode(policy, session_id=k, user=u, requested=r, breaker_open=b)[0]
+        for k in KEYS[:200]
+        for u in (None, "user-1@example.com")
+        for r in (None, "livekit", "openai")
+        for b in (False, True)
+    }
+    assert answered <= policy.selectable_modes()
+    # ... and nothing more, but openai as the fallback of livekit.
+    assert policy.selectable_modes() - answered <= {"openai"}
