@@ -5,6 +5,7 @@ interims can say other words than the final, as a recogniser that changes its mi
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -127,3 +128,49 @@ async def test_an_item_with_a_pause_gives_one_final_per_segment(
     revealed = (interims or "Please send an email to Bob|about the budget.").split("|")
     assert heard[0] and revealed[0].startswith(heard[0])
     assert heard[-1] and revealed[1].startswith(heard[-1])
+
+
+@pytest.mark.parametrize("interim_results", [True, False])
+async def test_interims_follow_the_audio_clock(
+    http: aiohttp.ClientSession, interim_results: bool
+) -> None:
+    words = "one two three four five six seven eight"
+    sim = DeepgramSimulator(
+        transcripts=["One, two, three."],
+        interims=[words],
+        interim_every_s=0.5,
+        seconds_per_word=0.4,
+    )
+    async with serve(sim.app) as server:
+        url = f"{server.url}/v1/listen"
+        stt = deepgram.STT(
+            api_key=sim.api_key, base_url=url, http_session=http, interim_results=interim_results
+        )
+        stream = stt.stream(conn_options=NO_RETRY)
+        for frame in _frames(2.2, loud=True) + _frames(0.5, loud=False):
+            stream.push_frame(frame)
+        interims: list[tuple[str, float, float]] = []
+        finals: list[str] = []
+        async with asyncio.timeout(10):
+            async for event in stream:
+                if event.type == SpeechEventType.INTERIM_TRANSCRIPT:
+                    alt = event.alternatives[0]
+                    interims.append((alt.text, alt.start_time, alt.end_time))
+                elif event.type == SpeechEventType.FINAL_TRANSCRIPT:
+                    finals.append(event.alternatives[0].text)
+                    break
+        await stream.aclose()
+        await stt.aclose()
+    assert finals == ["One, two, three."]
+    if not interim_results:
+        assert interims == []  # interim_results=false: Deepgram sends finals only
+        return
+    # one interim per 0.5 s of speech, however fast the audio was pushed: the audio is the clock
+    assert len(interims) == 4
+    ends = [end for _, _, end in interims]
+    steps = [later - earlier for earlier, later in itertools.pairwise(ends)]
+    assert steps == pytest.approx([0.5] * 3, abs=0.011)
+    # each reveals one word per 0.4 s of its speech so far, never more than were said
+    for text, start, end in interims:
+        assert words.startswith(text)
+        assert len(text.split()) == min(8, int((end - start) / 0.4 + 1e-6) + 1)

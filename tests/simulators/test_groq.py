@@ -4,6 +4,7 @@ token-sized answers the real plugin (livekit-plugins-groq) understands, with usa
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from livekit.agents import APIConnectOptions, APIStatusError
@@ -83,3 +84,25 @@ def test_token_pieces_join_back_into_the_text() -> None:
     text = "Sure: 12345 items, e.g. the onboarding checklist."
     assert "".join(tokens(text)) == text
     assert " onbo" in tokens(text) and "," in tokens(text) and " 123" in tokens(text)
+
+
+async def test_tokens_after_the_first_come_at_tokens_per_s() -> None:
+    rate = 40.0
+    sim = GroqSimulator(tokens_per_s=rate, reply_tail="and a few more words to pace out.")
+    async with serve(sim.app) as server:
+        chat = ChatContext()
+        chat.add_message(role="user", content="Pace me.")
+        model = groq.LLM(
+            model="llama-3.1-8b-instant", api_key=sim.api_key, base_url=f"{server.url}/openai/v1"
+        )
+        arrivals: list[float] = []
+        async with model.chat(chat_ctx=chat, conn_options=NO_RETRY) as stream:
+            async for chunk in stream:
+                if chunk.delta and chunk.delta.content:
+                    arrivals.append(time.perf_counter())
+        await model.aclose()
+    pieces = tokens("(simulated) You said: Pace me. and a few more words to pace out.")
+    assert len(arrivals) == len(pieces) > 10
+    # streamed as they are made, not sent in one piece at the end: the last token comes at
+    # least (n - 1) / rate after the first (a lower bound, so a busy machine cannot fail it)
+    assert arrivals[-1] - arrivals[0] >= (len(pieces) - 1) / rate * 0.95

@@ -5,6 +5,8 @@ once or token by token."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.livekit.chunking import SpeakableChunker
 from simulators.groq import tokens
@@ -95,3 +97,19 @@ def test_sentences_mode_cuts_every_sentence_and_no_clause() -> None:
         " Thanks!",
         " Bye.",
     ]
+
+
+_WORD = st.sampled_from(["I", "you", "the", "budget", "Dr.", "e.g.", "3.5", "meeting", "—", "ok"])
+_MARK = st.sampled_from(["", "", "", ",", ".", "?", "!", ";", ":"])
+_REPLY = st.lists(st.tuples(_WORD, _MARK), min_size=1, max_size=40).map(
+    lambda pairs: " ".join(word + mark for word, mark in pairs)
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_REPLY)
+def test_no_chunk_under_three_words_but_a_whole_reply(text: str) -> None:
+    chunks = SpeakableChunker().tokenize(text)
+    assert "".join(chunks) == text  # nothing lost, nothing added
+    if len(chunks) > 1:
+        assert all(len(chunk.split()) >= 3 for chunk in chunks), chunks
