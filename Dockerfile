@@ -17,6 +17,13 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
+# Dependencies first, from the lock (`make lock`: exact versions with their hashes): this layer
+# is rebuilt only when the lock changes, not on every code change, and two builds of one
+# commit install the same packages.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock \
+    && pip check
+
 COPY pyproject.toml README.md ./
 COPY voicegw ./voicegw
 COPY gateway ./gateway
@@ -26,9 +33,9 @@ COPY simulators ./simulators
 COPY client-config ./client-config
 COPY deploy ./deploy
 # Editable: the gateway serves the page from client-config/ beside its package, so the code
-# stays in /app (copied to the same path below) and the venv points at it.
-RUN pip install --upgrade pip \
-    && pip install -e . \
+# stays in /app (copied to the same path below) and the venv points at it. No dependencies
+# here: they all came from the lock.
+RUN pip install --no-deps -e . \
     && chmod 0755 deploy/entrypoint.sh
 
 # -- runtime: slim, no compiler, not root ---------------------------------------------------

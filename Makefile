@@ -11,7 +11,7 @@ DEBIAN_PACKAGES := espeak-ng sox libportaudio2 chromium iproute2 redis-server
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint types pytest system-deps schemas bench clean vendor
+.PHONY: run test lint types pytest system-deps schemas bench clean vendor lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ vendor:
 	npm ci --no-audit --no-fund
 	cp node_modules/livekit-client/dist/livekit-client.esm.mjs client-config/vendor/
 	cp node_modules/livekit-client/LICENSE client-config/vendor/livekit-client.LICENSE
+
+# The image installs its dependencies from requirements.lock (exact versions and hashes, for
+# the image's Python and platform); regenerate it whenever pyproject.toml's dependencies
+# change (a test fails until then).
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --annotation-style line \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --custom-compile-command "make lock" --output-file requirements.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -25,7 +25,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from pipelines.contracts import MODES, Settings
+from pipelines.contracts import MODES, Mode, Settings
 from pipelines.contracts.validation import describe_validation_error
 from relay import RelayConfig, RelayEndpoint
 
@@ -45,6 +45,7 @@ from .issuer import (
 from .launcher import Launcher, RecallClient
 from .openapi import openapi_document
 from .page_policy import SecurityHeaders, page_headers
+from .reachability import Reachability
 from .redis_store import RedisStore
 from .router import Router
 from .store import MemoryStore, Store
@@ -122,6 +123,12 @@ class Gateway:
             if settings.livekit_dispatch_check is not None
             else self.production
         )
+        # What /readyz connects to for each mode: the LiveKit server, the relay's upstream.
+        self.upstreams: dict[Mode, Reachability] = {
+            "openai": Reachability(settings.openai_realtime_url)
+        }
+        if settings.livekit_url:
+            self.upstreams["livekit"] = Reachability(settings.livekit_url)
         self.prober: LiveKitProber | None = None
         if self.livekit_api is not None and settings.livekit_probe_interval_seconds > 0:
             self.prober = LiveKitProber(
@@ -259,13 +266,16 @@ class Gateway:
                 "missing": missing,
             }
         ready = all(modes[m]["ready"] for m in selectable)
+        unreachable = await self._unreachable(modes, selectable)
         breaker = await self.router.breaker()
         store = await self.store.check()
         # An open breaker does not make the gateway unready: it serves openai sessions. Nor
-        # does an unreachable Redis ("degraded"): livekit sessions still work, and taking
-        # every replica out of rotation at once would end them all.
+        # does an unreachable Redis or mode's service ("degraded"): the other mode and
+        # livekit sessions still work, and taking every replica out of rotation at once
+        # would end them all.
         modes["livekit"]["breaker"] = breaker.state
-        status = "not_ready" if not ready else "degraded" if store.state != "ok" else "ready"
+        degraded = unreachable or store.state != "ok"
+        status = "not_ready" if not ready else "degraded" if degraded else "ready"
         body: dict[str, Any] = {
             "status": status,
             "modes": modes,
@@ -275,6 +285,21 @@ class Gateway:
         if self.prober is not None:
             body["livekit_probe"] = {"probes": self.prober.probes, "last_ok": self.prober.last_ok}
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def _unreachable(
+        self, modes: dict[str, dict[str, Any]], selectable: frozenset[Mode]
+    ) -> bool:
+        """Connects to the service of each selectable, configured mode (cached, bounded; see
+        `Reachability`); one that cannot be reached is not ready and says why. The gateway
+        itself stays ready ("degraded"): the outage of a service every replica shares would
+        otherwise take them all out of rotation, and the page and the other mode with them."""
+        checked = [m for m in MODES if m in selectable and modes[m]["ready"]]
+        reaches = await asyncio.gather(*(self.upstreams[m].check() for m in checked))
+        for mode, reach in zip(checked, reaches, strict=True):
+            modes[mode]["reachable"] = reach.ok
+            if not reach.ok:
+                modes[mode].update(ready=False, unreachable=reach.problem)
+        return not all(reach.ok for reach in reaches)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())

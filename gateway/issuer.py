@@ -139,10 +139,13 @@ class SessionIssuer:
         query = {"session": session_id}
         if request.mode is not None:
             query["mode"] = request.mode
+        if self._settings.gateway_page_url is not None:
+            # A page hosted elsewhere must talk to the gateway that signed its launch token.
+            query["gateway"] = self._settings.public_origin
         query["launch"] = token
         return LaunchResponse(
             session_id=session_id,
-            page_url=f"{self._settings.gateway_public_url}/?{urlencode(query)}",
+            page_url=f"{self._settings.page_url}?{urlencode(query)}",
             mode=mode,
             reason=reason,
             expires_at=_utc(time.time() + ttl),

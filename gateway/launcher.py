@@ -11,6 +11,7 @@ https://docs.recall.ai/docs/stream-media, https://docs.recall.ai/reference/authe
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -140,6 +141,30 @@ def check_meeting_url(value: str) -> str:
     return value.strip()
 
 
+def page_problems(page_url: str) -> list[str]:
+    """Why Recall.ai's bot could not use a page at `page_url` (empty when it can): the bot's
+    browser runs in Recall's cloud, so it cannot reach this machine or a private network, and
+    it gives a page a microphone only on https."""
+    parts = urlsplit(page_url)
+    host = (parts.hostname or "").lower()
+    problems = []
+    if _private_host(host):
+        problems.append(f"Recall.ai cannot reach {host}: it is this machine or a private network")
+    if parts.scheme != "https":
+        problems.append("a page served over http:// gets no microphone in Recall.ai's browser")
+    return problems
+
+
+def _private_host(host: str) -> bool:
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "." not in host  # a bare machine name only resolves on its own network
+    return address.is_private or address.is_loopback or address.is_link_local
+
+
 class Launcher:
     """`POST /v1/launch` and `voicegw launch`: the same code, the endpoint and in-process."""
 
@@ -176,6 +201,12 @@ class Launcher:
         result = self._issuer.launch(request, session_id=session_id, mode=mode, reason=reason)
         if meeting_url is None or self._recall is None:
             return result
+        problems = page_problems(result.page_url)
+        if problems:
+            log.warning(
+                "the bot's page will not work",
+                extra={"session_id": result.session_id, "problems": problems},
+            )
         try:
             bot_id = await self._recall.create_bot(
                 meeting_url=meeting_url,

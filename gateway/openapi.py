@@ -162,7 +162,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "every selectable mode is configured (status "
-                            "'degraded' when Redis is unreachable)"
+                            "'degraded' when Redis or a mode's service cannot be reached)"
                         },
                         "503": {"description": "a selectable mode is missing configuration"},
                     },

@@ -80,8 +80,29 @@ class GroqSimulator:
 
     def __post_init__(self) -> None:
         self.app = Starlette(
-            routes=[Route("/openai/v1/chat/completions", self._handle, methods=["POST"])]
+            routes=[
+                Route("/openai/v1/chat/completions", self._handle, methods=["POST"]),
+                # OpenAI-compatible clients list the models to open a connection early
+                # (livekit-plugins-openai's LLM.prewarm), token-free.
+                Route("/openai/v1/models", self._models, methods=["GET"]),
+            ]
         )
+
+    async def _models(self, request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return self._error(401, "Invalid API Key", "invalid_api_key")
+        data = [
+            {
+                "id": model,
+                "object": "model",
+                "created": 1_700_000_000,
+                "owned_by": "Meta",
+                "active": True,
+                "context_window": 131_072,
+            }
+            for model in sorted(self.models)
+        ]
+        return JSONResponse({"object": "list", "data": data})
 
     async def _handle(self, request: Request) -> Response:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":

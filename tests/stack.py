@@ -59,6 +59,7 @@ def gateway_env(**overrides: str) -> dict[str, str]:
     env = {
         **SECRETS,
         "LIVEKIT_URL": "ws://127.0.0.1:9",  # discard port: nothing listens
+        "OPENAI_REALTIME_URL": "ws://127.0.0.1:9/v1/realtime",  # /readyz connects to it
         "RECALL_API_BASE": "http://127.0.0.1:9",
         "LIVEKIT_DISPATCH_CHECK": "false",
     }

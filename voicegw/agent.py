@@ -22,8 +22,10 @@ import jwt
 from livekit.agents import AgentServer, Plugin
 
 from pipelines.contracts import Settings
+from pipelines.livekit.pipeline import PipelineOptions
 from pipelines.livekit.worker import create_server
 
+from . import providers
 from .logs import quiet_agent_libraries
 
 log = logging.getLogger("voicegw.agent")
@@ -35,8 +37,16 @@ class AgentFailed(Exception):
     """The worker stopped on its own; the message says why."""
 
 
+def missing_for_agent(settings: Settings) -> list[str]:
+    """What the worker cannot run without: its providers' keys, and in production its LiveKit
+    (in dev, unset LiveKit variables are `livekit-server --dev`'s). Nothing of the gateway's."""
+    missing = settings.missing_for("livekit") if settings.voicegw_env == "production" else []
+    return missing + PipelineOptions.from_settings(settings).missing_keys()
+
+
 def run_agent(settings: Settings, *, dev: bool, log_level: str) -> None:
     """Run the worker until the process is told to stop; AgentFailed when it stops by itself."""
+    providers.report(settings, ("agent",))
     server = create_server(settings, devmode=dev)
     framework = ("livekit.agents", *(p.logger.name for p in Plugin.registered_plugins if p.logger))
     quiet_agent_libraries(log_level, framework)

@@ -8,16 +8,19 @@ Agents and the lab (`bench/gateway_startup.py` measures the start).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import os
+import socket
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
 from pipelines.contracts import MODES, ConfigError, Mode, Settings, load_settings
-from pipelines.contracts.settings import TTS_PROVIDERS, TtsProvider
+from pipelines.contracts.settings import TTS_PROVIDERS, Process, TtsProvider
 from simulators.profiles import PROFILES
 
 from .logs import configure_logging
@@ -36,12 +39,33 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def settings_or_exit() -> Settings:
+def settings_or_exit(process: Process = "gateway", *, dev_defaults: bool = True) -> Settings:
     """Settings from the environment; a bad configuration exits 2 naming every bad variable."""
     try:
-        return load_settings()
+        return load_settings(process=process, dev_defaults=dev_defaults)
     except ConfigError as exc:
         fail(str(exc))
+
+
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why the gateway could not listen on host:port (None when it can), found before anything
+    starts: uvicorn would say so only after every simulator has. Bound as uvicorn binds
+    (SO_REUSEADDR), then released."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except socket.gaierror:
+        return "the host name does not resolve"
+    except OSError as exc:
+        why = os.strerror(exc.errno).lower() if exc.errno else "it is not available"
+        if exc.errno == errno.EADDRINUSE:
+            why += " (is another voicegw serve running? --port picks another)"
+        return why
+    return None
 
 
 @click.group()
@@ -62,7 +86,8 @@ def main(log_level: str) -> None:
 @click.option(
     "--simulate/--no-simulate",
     default=None,
-    help="run every provider as a local simulator [default: on in dev when no provider key is set]",
+    help="run every provider as a local simulator, or none "
+    "[default: in dev, each provider without a key]",
 )
 @profile_option
 def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
@@ -71,19 +96,29 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
 
     import jwt
 
+    from .providers import to_simulate
     from .serve import run_server, serve_gateway
-    from .simulate import simulate_by_default
 
+    busy = cannot_listen(host, port)
+    if busy:
+        fail(f"cannot listen on {host}:{port}: {busy}")
     settings = settings_or_exit()
-    if simulate is None:
-        simulate = simulate_by_default(settings)
     if simulate and settings.voicegw_env == "production":
         fail("--simulate is for dev; production talks to real providers")
     logging.captureWarnings(True)  # a library's warning is one more JSON line, not raw text
     # LiveKit API secrets are LiveKit's to choose (`livekit-server --dev` uses "secret"); the
     # server API client and, simulated, the LiveKit stand-in sign and verify with it.
     warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
-    run_server(serve_gateway(settings, host, port, profile=profile if simulate else None))
+    simulated = to_simulate(settings, simulate)
+    run_server(
+        serve_gateway(
+            settings,
+            host,
+            port,
+            profile=profile if simulated else None,
+            simulated=None if simulate else simulated,
+        )
+    )
 
 
 @main.command()
@@ -91,11 +126,15 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
 @click.pass_context
 def agent(ctx: click.Context, mode: str) -> None:
     """Run the LiveKit Agents worker (explicit dispatch under LIVEKIT_AGENT_NAME)."""
-    from .agent import AgentFailed, run_agent
+    from .agent import AgentFailed, missing_for_agent, run_agent
 
     log_level = str(ctx.find_root().params.get("log_level") or "INFO")
+    settings = settings_or_exit("agent")
+    missing = missing_for_agent(settings)
+    if missing:
+        fail(f"invalid configuration: the agent requires {', '.join(missing)}")
     try:
-        run_agent(settings_or_exit(), dev=mode == "dev", log_level=log_level)
+        run_agent(settings, dev=mode == "dev", log_level=log_level)
     except AgentFailed as exc:
         fail(f"the agent worker stopped: {exc}", 1)
 
@@ -107,7 +146,7 @@ def agent(ctx: click.Context, mode: str) -> None:
     "input_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="16-bit PCM WAV file of the user speaking",
+    help="WAV file of the user speaking (any sample format, channels and rate)",
 )
 @click.option(
     "--output",
@@ -128,19 +167,37 @@ def talk(
     profile: str,
 ) -> None:
     """One conversation from a WAV file, in either mode, with no LiveKit server."""
-    from .lab.audio import read_wav, write_wav
+    from .lab.audio import AudioFileError, check_output, read_speech, write_wav
+    from .lab.progress import Progress
     from .lab.talk import missing_keys, render, run_talk
+    from .lab.turns import TalkRun
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("lab")
     if not simulate:
         missing = missing_keys(settings, mode)
         if missing:
             click.echo(f"voicegw talk: set {', '.join(missing)} (or use --simulate)", err=True)
             sys.exit(2)
-    samples, rate = read_wav(input_path)
-    run = asyncio.run(
-        run_talk(settings, mode, samples, rate, profile=profile if simulate else None)
-    )
+    try:  # everything that can be wrong with the files, before any work
+        samples, rate, utterances = read_speech(input_path)
+        if output_path is not None:
+            check_output(output_path)
+    except AudioFileError as exc:
+        fail(str(exc))
+    progress = Progress("talk", total=len(utterances))
+
+    async def conversation() -> TalkRun:
+        async with progress.shown():
+            return await run_talk(
+                settings,
+                mode,
+                samples,
+                rate,
+                profile=profile if simulate else None,
+                on_turn=progress.turn,
+            )
+
+    run = asyncio.run(conversation())
     if output_path is not None:
         write_wav(output_path, run.output, run.output_rate)
     if as_json:
@@ -178,9 +235,10 @@ def compare(
     """The same utterances through both modes: per-stage p50/p95, cost, plan criteria."""
     from .lab.compare import compare as run_compare
     from .lab.compare import load_recordings, render_table, sample_recordings
+    from .lab.progress import Progress
     from .lab.talk import missing_keys
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("lab")
     chosen = _voices(voices)
     if not simulate:
         missing = [key for mode in MODES for key in missing_keys(settings, mode)]
@@ -194,15 +252,21 @@ def compare(
         recordings = load_recordings(list(inputs)) if inputs else sample_recordings()
     except ValueError as exc:
         fail(str(exc))
-    result = asyncio.run(
-        run_compare(
-            settings,
-            recordings,
-            turns=turns,
-            profile=profile if simulate else None,
-            voices=chosen,
-        )
-    )
+    lanes = 1 + (len(chosen) if chosen else 1)  # openai, and livekit once per voice
+    progress = Progress("compare", total=turns * lanes)
+
+    async def measured() -> dict[str, Any]:
+        async with progress.shown():
+            return await run_compare(
+                settings,
+                recordings,
+                turns=turns,
+                profile=profile if simulate else None,
+                voices=chosen,
+                on_turn=progress.turn,
+            )
+
+    result = asyncio.run(measured())
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -223,37 +287,68 @@ def _voices(value: str | None) -> list[TtsProvider] | None:
 @click.option("--meeting-url", required=True, help="the meeting the Recall.ai bot joins")
 @click.option("--mode", type=click.Choice(MODES), default=None)
 @click.option("--user", default=None, help="user id or e-mail (allowlist, rollout key)")
-def launch(meeting_url: str, mode: str | None, user: str | None) -> None:
+@click.option(
+    "--gateway",
+    "gateway_url",
+    default=None,
+    metavar="URL",
+    help="have the running gateway at URL launch (POST /v1/launch with GATEWAY_API_KEY)",
+)
+def launch(meeting_url: str, mode: str | None, user: str | None, gateway_url: str | None) -> None:
     """Create a session and the Recall.ai bot that loads its page; print the JSON result.
 
-    Runs the same code as POST /v1/launch, in this process (no gateway needs to be running,
-    but the page URL points at GATEWAY_PUBLIC_URL, so one must serve it there)."""
+    With --gateway, the running gateway launches, and the page URL is one it accepts. Without
+    it, this process runs the same code as POST /v1/launch, signing the launch token with
+    GATEWAY_SECRET, which must then be the running gateway's (refused when unset)."""
     from pydantic import ValidationError
 
-    from gateway.app import Gateway
     from gateway.errors import GatewayError
-    from gateway.issuer import LaunchRequest, LaunchResponse
+    from gateway.issuer import LaunchRequest
+    from gateway.launcher import page_problems
     from pipelines.contracts.validation import describe_validation_error
 
-    settings = settings_or_exit()
+    from .launch import NO_SECRET, LaunchFailed, check_gateway_url, launch_local, launch_remote
+
     try:
         request = LaunchRequest.model_validate(
             {"meeting_url": meeting_url, "mode": mode, "user": user}
         )
     except ValidationError as exc:
         fail(describe_validation_error(exc), 1)
-    async def run() -> LaunchResponse:
-        gateway = Gateway(settings)
-        try:
-            return await gateway.launcher.launch(request)
-        finally:
-            await gateway.aclose()
-
     try:
-        result = asyncio.run(run())
+        if gateway_url is not None:
+            gateway_url = check_gateway_url(gateway_url)
+            settings = settings_or_exit("client")
+            if settings.gateway_api_key is None:
+                fail("--gateway needs GATEWAY_API_KEY, the running gateway's API key")
+            api_key = settings.gateway_api_key.get_secret_value()
+            result = launch_remote(gateway_url, api_key, request)
+        else:
+            settings = settings_or_exit(dev_defaults=False)
+            if settings.gateway_secret is None:
+                fail(NO_SECRET)
+            _warn_about_page(page_problems(settings.page_url), settings.page_url)
+            result = asyncio.run(launch_local(settings, request))
+    except LaunchFailed as exc:
+        fail(str(exc), 1)
     except GatewayError as exc:
         fail(exc.message, 1)
+    if gateway_url is not None:
+        page = result.page_url.split("?", 1)[0]
+        _warn_about_page(page_problems(page), page)
     click.echo(result.model_dump_json())
+
+
+def _warn_about_page(problems: list[str], page: str) -> None:
+    """Say, before the bot is sent there when we can, why the page will not work in it."""
+    if problems:
+        click.echo(
+            f"voicegw launch: warning: the page {page} will not work in the meeting: "
+            + "; ".join(problems)
+            + ". Serve it over https at a public address (GATEWAY_PUBLIC_URL, or "
+            "GATEWAY_PAGE_URL for a page hosted elsewhere)",
+            err=True,
+        )
 
 
 @main.command()

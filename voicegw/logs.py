@@ -38,12 +38,59 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(ServerLifecycle())
+    handler.addFilter(KnownNotices())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # uvicorn's access log prints query strings, which carry launch tokens and tickets.
     logging.getLogger("uvicorn.access").disabled = True
+    quiet_libraries()
     cap_library_loggers()
+
+
+class ServerLifecycle(logging.Filter):
+    """Drops uvicorn's lifecycle and per-connection lines at INFO. Every server in a process
+    (the gateway and each simulated provider) logs the same "Started server process [pid]" with
+    no name or port; what matters is said once, in our own lines: "gateway starting" (host,
+    port), uvicorn's "Uvicorn running on <url>", one line per provider (where it runs) and
+    "relay session started" (session id) for each relay connection."""
+
+    DROPPED = frozenset(
+        {
+            "Started server process [%d]",
+            "Waiting for application startup.",
+            "Application startup complete.",
+            "Shutting down",
+            "Waiting for application shutdown.",
+            "Application shutdown complete.",
+            "Finished server process [%d]",
+            '%s - "WebSocket %s" [accepted]',
+            "connection open",
+            "connection closed",
+        }
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name == "uvicorn.error"
+            and record.levelno == logging.INFO
+            and record.msg in self.DROPPED
+        )
+
+
+class KnownNotices(logging.Filter):
+    """Drops library warnings we know and chose to live with, which would otherwise repeat on
+    every session. livekit-agents 1.8 deprecates its `metrics_collected` event, which the
+    per-stage latency of livekit mode is measured from (pipelines/livekit/latency.py);
+    livekit-agents is pinned below 1.9, so moving off it is a deliberate upgrade."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name == "livekit.agents"
+            and isinstance(record.msg, str)
+            and record.msg.startswith("metrics_collected is deprecated")
+        )
 
 
 # At DEBUG these libraries log handshake headers (the relay's upstream `Authorization: Bearer`
@@ -61,8 +108,9 @@ def cap_library_loggers() -> None:
 
 
 # What livekit-agents' own runner keeps at WARNING when it sets up logging: LiveKit's WebRTC
-# bindings and the HTTP and model clients log every connection and request at INFO.
-NOISY_UNDER_THE_AGENT = (
+# bindings and the HTTP and model clients log every connection and request at INFO (and
+# `/models` prewarm requests, Recall's bot creation: each has a line of our own).
+NOISY_LIBRARIES = (
     "livekit",
     "httpx",
     "httpx2",
@@ -75,12 +123,17 @@ NOISY_UNDER_THE_AGENT = (
 )
 
 
-def quiet_agent_libraries(level: str, framework: tuple[str, ...]) -> None:
-    """The agent worker's levels: the chatty libraries at WARNING (unless already set), the
-    agents framework and its plugins (`framework`, logger names) at `level`."""
-    for name in NOISY_UNDER_THE_AGENT:
+def quiet_libraries() -> None:
+    """The chatty libraries at WARNING (unless already set), in every process."""
+    for name in NOISY_LIBRARIES:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.WARNING)
+
+
+def quiet_agent_libraries(level: str, framework: tuple[str, ...]) -> None:
+    """The agent worker's levels: the chatty libraries at WARNING, the agents framework and
+    its plugins (`framework`, logger names) at `level`."""
+    quiet_libraries()
     for name in framework:
         logging.getLogger(name).setLevel(level)

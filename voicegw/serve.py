@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -24,9 +24,11 @@ from starlette.routing import BaseRoute
 from gateway.app import Gateway, create_app
 from gateway.store import Store
 from pipelines.contracts import Settings
+from pipelines.contracts.settings import Process
 from relay.client_leg import DirectWebSocketProtocol
 from simulators.server import RunningServer, serve
 
+from . import providers
 from .http_limits import server_options
 from .simulate import SimulatedLiveKit, simulated_livekit, simulated_stack
 
@@ -62,31 +64,29 @@ async def serve_gateway(
     port: int,
     *,
     profile: str | None = None,
+    simulated: Collection[str] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> None:
     """Serve the gateway until the process is told to stop, as `voicegw serve` does (the relay
-    benchmark runs it through here too). `profile` runs every provider as a simulator, LiveKit
-    too: the stand-in in this process, and one agent worker process on the simulators."""
+    benchmark runs it through here too). `profile` runs providers as simulators: those named
+    in `simulated` (`voicegw.providers` names), or all of them. A simulated LiveKit is the
+    stand-in in this process with one agent worker process on the providers' simulators."""
     servers: list[uvicorn.Server] = []
     room: SimulatedLiveKit | None = None
     with _stop_on_signals(servers) as signalled:
         async with contextlib.AsyncExitStack() as stack:
+            running: frozenset[str] = frozenset()
             if profile is not None:
-                simulated = await stack.enter_async_context(simulated_stack(settings, profile))
-                room = await stack.enter_async_context(
-                    simulated_livekit(
-                        simulated.settings,
-                        worker_env=simulated.providers.env,
-                        start_workers=False,
+                simulation = await stack.enter_async_context(
+                    simulated_stack(settings, profile, only=simulated)
+                )
+                settings, running = simulation.settings, simulation.simulated
+                if simulated is None or "livekit" in simulated:
+                    room = await stack.enter_async_context(
+                        simulated_livekit(settings, worker_env=simulation.env, start_workers=False)
                     )
-                )
-                settings = room.settings
-                log.warning(
-                    "SIMULATED PROVIDERS: no provider key is set, so OpenAI Realtime, Deepgram, "
-                    "Groq, Chatterbox, n8n and the LiveKit server are local simulators and "
-                    "every reply is simulated",
-                    extra={"profile": profile, "livekit_url": settings.livekit_url},
-                )
+                    settings, running = room.settings, running | {"livekit"}
+                providers.report_simulation(running, every=simulated is None)
             store = "redis" if settings.redis_url is not None else "memory"
             log.info(
                 "gateway starting",
@@ -97,6 +97,13 @@ async def serve_gateway(
                     "shared state is in this process only: run one replica, or set REDIS_URL",
                     extra={"store": store},
                 )
+            # In dev the gateway is the whole system `make run` starts: say where each provider
+            # is.
+            uses: tuple[Process, ...] = (
+                ("gateway", "agent") if settings.voicegw_env == "dev" else ("gateway",)
+            )
+            providers.report(settings, uses, running)
+            providers.report_routing(settings)
             config = uvicorn.Config(
                 create_app(settings, extra_routes=extra_routes),
                 host=host,

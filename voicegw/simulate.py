@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Unpack
 
@@ -30,28 +30,13 @@ from simulators.profiles import (
     simulated_providers,
 )
 
+from .providers import PROVIDER_SIMULATORS, simulated_variables
 from .supervise import Supervised
 
 if TYPE_CHECKING:  # imported when it starts: aiortc is not needed to serve openai mode
     from simulators.livekit_server import LiveKitServer
 
 log = logging.getLogger("voicegw.simulate")
-
-PROVIDER_KEYS = (
-    "OPENAI_API_KEY",
-    "DEEPGRAM_API_KEY",
-    "GROQ_API_KEY",
-    "CHATTERBOX_API_KEY",
-    "CARTESIA_API_KEY",
-    "ELEVENLABS_API_KEY",
-)
-
-
-def simulate_by_default(settings: Settings) -> bool:
-    """In dev with no provider key at all, the gateway runs on its simulators."""
-    return settings.voicegw_env == "dev" and all(
-        settings.value_of(name) is None for name in PROVIDER_KEYS
-    )
 
 
 def with_overrides(settings: Settings, env: Mapping[str, str]) -> Settings:
@@ -65,10 +50,13 @@ def with_overrides(settings: Settings, env: Mapping[str, str]) -> Settings:
 
 @dataclass(frozen=True)
 class SimulatedStack:
-    """The simulated providers, running, and `settings` pointed at them."""
+    """The simulated providers, running, and `settings` pointed at those in `simulated`
+    (`env`: the variables that do it)."""
 
     providers: SimulatedProviders
     settings: Settings
+    simulated: frozenset[str]
+    env: dict[str, str]
 
 
 @contextlib.asynccontextmanager
@@ -77,12 +65,18 @@ async def simulated_stack(
     profile: LatencyProfile | str = "published",
     *,
     speak_replies: bool = True,
+    only: Collection[str] | None = None,
     **given: Unpack[GivenSimulators],
 ) -> AsyncIterator[SimulatedStack]:
     """Start every provider simulator for `profile` until the block ends; `settings` come back
-    pointed at them. A simulator given here is used (and served) instead of a default one."""
+    pointed at them, or only at those named in `only` (`voicegw.providers` names; the others
+    stay as configured). A simulator given here is used (and served) instead of a default
+    one."""
+    simulated = PROVIDER_SIMULATORS if only is None else frozenset(only) & PROVIDER_SIMULATORS
+    variables = simulated_variables(simulated)
     async with simulated_providers(profile, speak_replies=speak_replies, **given) as providers:
-        yield SimulatedStack(providers, with_overrides(settings, providers.env))
+        env = {name: value for name, value in providers.env.items() if name in variables}
+        yield SimulatedStack(providers, with_overrides(settings, env), simulated, env)
 
 
 @dataclass(frozen=True)

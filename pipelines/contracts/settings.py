@@ -34,6 +34,10 @@ TtsProvider = Literal["chatterbox", "cartesia", "elevenlabs"]
 TTS_PROVIDERS: tuple[TtsProvider, ...] = get_args(TtsProvider)
 # What the agent may start before the final transcript (pipelines/livekit/speculation.py).
 Speculation = Literal["off", "pause", "interims"]
+# Which process reads the settings: each one requires what it uses (README "Configuration").
+# The lab (`voicegw talk`, `compare`) runs both modes in-process for one conversation; a
+# client (`voicegw launch --gateway`) only talks to a running gateway.
+Process = Literal["gateway", "agent", "lab", "client"]
 
 DEV_LIVEKIT_URL = "ws://127.0.0.1:7880"
 DEV_LIVEKIT_API_KEY = "devkey"
@@ -62,6 +66,9 @@ _SCHEMES = {
 }
 
 
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 class ConfigError(Exception):
     """The environment is not a usable configuration. The message names variables, never values."""
 
@@ -86,6 +93,9 @@ class Settings(BaseSettings):
     gateway_secret: SecretStr | None = None
     gateway_api_key: SecretStr | None = None
     gateway_public_url: str = "http://127.0.0.1:8080"
+    # Where the meeting page is served when it is not the gateway's own `/` (a static host):
+    # launch page URLs point there and name this gateway (`?gateway=`).
+    gateway_page_url: str | None = None
     livekit_token_ttl_seconds: int = Field(900, ge=60, le=86_400)
     relay_ticket_ttl_seconds: int = Field(60, ge=5, le=60)
     launch_token_ttl_seconds: int = Field(86_400, ge=60, le=7 * 86_400)
@@ -240,6 +250,22 @@ class Settings(BaseSettings):
     def _origins(cls, value: str) -> str:
         return ",".join(_origin(item) for item in value.split(",") if item.strip())
 
+    @field_validator("gateway_page_url")
+    @classmethod
+    def _page_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+        ):
+            raise ValueError("must be an http/https URL of the page, without query or fragment")
+        return value if parts.path else value + "/"
+
     @model_validator(mode="after")
     def _two_distinct_voices(self) -> Settings:
         fallback = self.tts_fallback_provider
@@ -255,20 +281,6 @@ class Settings(BaseSettings):
                 "TTS_FALLBACK_PROVIDER must differ from TTS_PROVIDER (or, for a second "
                 "Chatterbox server, set FALLBACK_TTS_BASE_URL)"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _production_needs_real_secrets(self) -> Settings:
-        if self.voicegw_env != "production":
-            return self
-        missing = [n for n in ("GATEWAY_SECRET", "GATEWAY_API_KEY") if self.value_of(n) is None]
-        if "gateway_public_url" not in self.model_fields_set:
-            missing.append("GATEWAY_PUBLIC_URL")
-        for mode in sorted(RoutingPolicy.from_settings(self).selectable_modes()):
-            missing += [n for n in MODE_REQUIREMENTS[mode] if self.value_of(n) is None]
-        if missing:
-            names = ", ".join(dict.fromkeys(missing))
-            raise ValueError(f"production requires {names}")
         return self
 
     # -- derived views -------------------------------------------------------------------
@@ -288,6 +300,17 @@ class Settings(BaseSettings):
         """The configured value of an environment variable name (None when unset)."""
         value: object | None = getattr(self, env_name.lower())
         return value
+
+    @property
+    def page_url(self) -> str:
+        """The meeting page's URL, before its query: GATEWAY_PAGE_URL, or the gateway's `/`."""
+        return self.gateway_page_url or f"{self.gateway_public_url}/"
+
+    @property
+    def public_origin(self) -> str:
+        """The gateway's origin as a browser names it (what a page's `?gateway=` holds)."""
+        parts = urlsplit(self.gateway_public_url)
+        return f"{parts.scheme}://{parts.netloc}"
 
     def missing_for(self, mode: Mode) -> list[str]:
         """Names of the variables `mode` needs that are not set."""
@@ -314,10 +337,18 @@ def _origin(item: str) -> str:
     return f"{parts.scheme}://{parts.hostname}{port}"
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Read and validate the environment (or `environ`), raising ConfigError naming every bad
-    variable. In dev, missing gateway and LiveKit secrets are filled with ephemeral or
-    `livekit-server --dev` values, and a single warning says so."""
+def load_settings(
+    environ: dict[str, str] | None = None,
+    *,
+    process: Process = "gateway",
+    dev_defaults: bool = True,
+) -> Settings:
+    """Read and validate the environment (or `environ`) for `process`, raising ConfigError
+    naming every bad variable. In production the gateway refuses to start without what it
+    uses (`gateway_problems`); the agent checks its own needs where it starts
+    (`voicegw.agent`). In dev (unless `dev_defaults` is off), unset LiveKit credentials are
+    `livekit-server --dev`'s and the gateway gets an ephemeral GATEWAY_SECRET; the gateway
+    says so in one warning."""
     try:
         if environ is None:
             settings = Settings()
@@ -327,7 +358,35 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             )
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-    return _with_dev_defaults(settings) if settings.voicegw_env == "dev" else settings
+    if settings.voicegw_env == "production":
+        problems = gateway_problems(settings) if process == "gateway" else []
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return settings
+    if not dev_defaults or process == "client":
+        return settings
+    return _with_dev_defaults(settings, process)
+
+
+def gateway_problems(settings: Settings) -> list[str]:
+    """What a production gateway lacks: its secrets, a public https URL, and the credentials of
+    every mode routing can select (variable names, never values)."""
+    missing = [n for n in ("GATEWAY_SECRET", "GATEWAY_API_KEY") if settings.value_of(n) is None]
+    if "gateway_public_url" not in settings.model_fields_set:
+        missing.append("GATEWAY_PUBLIC_URL")
+    for mode in sorted(RoutingPolicy.from_settings(settings).selectable_modes()):
+        missing += settings.missing_for(mode)
+    problems = [f"production requires {', '.join(dict.fromkeys(missing))}"] if missing else []
+    # Recall.ai's bot loads the page over the internet, and a page gets a microphone only
+    # from an https origin; the page refuses an http gateway for the same reason. As there,
+    # this machine is the exception (a browser trusts it; tests run production here).
+    for name in ("GATEWAY_PUBLIC_URL", "GATEWAY_PAGE_URL"):
+        if name.lower() not in settings.model_fields_set:
+            continue
+        parts = urlsplit(str(settings.value_of(name)))
+        if parts.scheme != "https" and parts.hostname not in _LOOPBACK:
+            problems.append(f"{name}: must be an https URL in production")
+    return problems
 
 
 def _describe(exc: ValidationError) -> str:
@@ -341,9 +400,9 @@ def _describe(exc: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(problems)
 
 
-def _with_dev_defaults(settings: Settings) -> Settings:
+def _with_dev_defaults(settings: Settings, process: Process) -> Settings:
     filled: dict[str, object] = {}
-    if settings.gateway_secret is None:
+    if process in ("gateway", "lab") and settings.gateway_secret is None:
         filled["gateway_secret"] = SecretStr(secrets.token_urlsafe(32))
     if settings.livekit_url is None:
         filled["livekit_url"] = DEV_LIVEKIT_URL
@@ -353,6 +412,8 @@ def _with_dev_defaults(settings: Settings) -> Settings:
         filled["livekit_api_secret"] = SecretStr(DEV_LIVEKIT_API_SECRET)
     if not filled:
         return settings
+    if process != "gateway":  # nothing outlives the lab; the agent names its LiveKit itself
+        return settings.model_copy(update=filled)
     log.warning(
         "DEV MODE: using generated or livekit-server --dev defaults for unset variables; "
         "sessions will not survive a restart and this is not fit for production",

@@ -38,7 +38,7 @@ log = logging.getLogger("voicegw.livekit.worker")
 
 def prewarm(proc: JobProcess) -> None:
     """Once per worker process: settings, options and the Silero model."""
-    options = PipelineOptions.from_settings(load_settings())
+    options = PipelineOptions.from_settings(load_settings(process="agent"))
     proc.userdata["options"] = options
     proc.userdata["vad"] = load_vad(options.vad)
 

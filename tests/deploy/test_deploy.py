@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.metadata
 import json
 import os
+import re
 import stat
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from simulators.server import RunningServer
 from tests.stack import gateway_env, served_gateway
@@ -111,6 +116,73 @@ def test_health_check_and_entry_point() -> None:
     }
     assert env.get("SERVICE") == "gateway" and env.get("PORT") == "8080"
     assert "/opt/venv/bin" in env.get("PATH", "")
+
+
+def test_dependencies_come_from_the_lock_in_a_layer_before_the_code() -> None:
+    build = stages(parse_dockerfile(REPO / "Dockerfile"))[0]
+    copies = [i for i in build if i.cmd == "COPY"]
+    [install] = [i for i in build if i.cmd == "RUN" and "requirements.lock" in " ".join(i.value)]
+    command = " ".join(install.value)
+    assert "pip install --require-hashes -r requirements.lock" in command
+    # Only the lock is in the build context before the dependencies are installed, so a code
+    # change leaves that layer cached.
+    before = [c for c in copies if build.index(c) < build.index(install)]
+    assert [c.value for c in before] == [("requirements.lock", "./")]
+    after = [i for i in build[build.index(install) + 1 :] if i.cmd == "RUN"]
+    project = [i for i in after if "pip install" in " ".join(i.value)]
+    assert project and all("--no-deps" in " ".join(i.value) for i in project)
+
+
+@dataclass(frozen=True)
+class Pin:
+    version: str
+    hashes: int
+    via: frozenset[str]
+
+
+PROJECT = "voice-gateway (pyproject.toml)"
+
+
+def read_lock(path: Path) -> dict[str, Pin]:
+    """`uv pip compile --generate-hashes --annotation-style line` output, by package name."""
+    pins: dict[str, Pin] = {}
+    text = path.read_text()
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2]):
+        head = re.match(r"([A-Za-z0-9_.\-]+)==(\S+)", block)
+        assert head, block[:80]
+        via = re.search(r"# via (.+)", block)
+        assert via, f"{head.group(1)}: no via"
+        pins[canonicalize_name(head.group(1))] = Pin(
+            head.group(2),
+            block.count("--hash=sha256:"),
+            frozenset(str(v if v == PROJECT else canonicalize_name(v)) for v in via[1].split(", ")),
+        )
+    return pins
+
+
+def test_the_lock_is_in_sync_with_pyproject() -> None:
+    """What `make lock` wrote still resolves pyproject.toml's dependencies: each direct one is
+    pinned within its range, with its extras; nothing is pinned for the project that it no
+    longer asks for; every pin is needed by something pinned; every pin has its hashes."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    direct = {canonicalize_name(r.name): r for r in map(Requirement, project["dependencies"])}
+    pins = read_lock(REPO / "requirements.lock")
+    for name, requirement in direct.items():
+        assert name in pins, f"{name} is not in requirements.lock: run make lock"
+        pin = pins[name]
+        assert requirement.specifier.contains(pin.version, prereleases=True), (
+            f"{name}=={pin.version} is outside {requirement.specifier}: run make lock"
+        )
+        assert PROJECT in pin.via, f"{name} is not pinned for the project: run make lock"
+        for extra in requirement.extras:  # the installed metadata is the pinned version's
+            assert importlib.metadata.version(name) == pin.version
+            for needed in map(Requirement, importlib.metadata.requires(name) or []):
+                if needed.marker is not None and needed.marker.evaluate({"extra": extra}):
+                    assert canonicalize_name(needed.name) in pins, f"{name}[{extra}]: run make lock"
+    for pinned, pin in pins.items():
+        assert pin.hashes > 0, f"{pinned} has no hash"
+        assert (PROJECT in pin.via) == (pinned in direct), f"{pinned}: run make lock"
+        assert pin.via - {PROJECT} <= set(pins), f"{pinned} is needed by what is not pinned"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -45,17 +46,66 @@ async def session(client: httpx.AsyncClient, **params: str) -> SessionConfig:
     return SessionConfig.model_validate_json(response.text)
 
 
+@contextlib.asynccontextmanager
+async def listening() -> AsyncIterator[str]:
+    """A port of 127.0.0.1 that accepts connections (and closes them): a reachable service."""
+
+    def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_health_and_readiness_name_what_is_missing() -> None:
-    async with gateway({}) as client:
+    async with gateway({"LIVEKIT_URL": "ws://127.0.0.1:9"}) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["modes"]["openai"]["missing"] == ["OPENAI_API_KEY"]
-        assert ready.json()["modes"]["livekit"]["ready"] is True  # dev server defaults
-    async with gateway(DEV) as client:
-        ready = await client.get("/readyz")
-        assert ready.status_code == 200
-        assert_no_secret(ready.text)
+    async with listening() as livekit, listening() as openai:
+        env = {
+            **DEV,
+            "LIVEKIT_URL": f"ws://{livekit}",
+            "OPENAI_REALTIME_URL": f"ws://{openai}/v1/realtime",
+        }
+        async with gateway(env) as client:
+            ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    for mode in ("livekit", "openai"):
+        assert ready.json()["modes"][mode] | {"breaker": None} == {
+            "selectable": True,
+            "ready": True,
+            "missing": [],
+            "reachable": True,
+            "breaker": None,
+        }
+    assert_no_secret(ready.text)
+
+
+async def test_readiness_connects_to_what_each_mode_needs() -> None:
+    """A mode whose service does not answer is not ready, and says where it tried; the
+    gateway stays in rotation (degraded), serving the other mode and the page."""
+    async with listening() as openai:
+        env = {
+            **DEV,
+            "LIVEKIT_URL": "ws://127.0.0.1:9",  # discard port: nothing listens
+            "OPENAI_REALTIME_URL": f"ws://{openai}/v1/realtime",
+        }
+        async with gateway(env) as client:
+            ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "degraded"
+    livekit = body["modes"]["livekit"]
+    assert (livekit["ready"], livekit["reachable"], livekit["missing"]) == (False, False, [])
+    assert livekit["unreachable"] == "127.0.0.1:9: connection refused"
+    assert body["modes"]["openai"]["ready"] is True
 
 
 async def test_livekit_session_token_verifies_with_room_grant_and_dispatch() -> None:

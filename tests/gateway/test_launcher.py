@@ -48,6 +48,27 @@ async def test_launch_creates_the_recall_bot_with_the_page(
     assert metric("voicegw_bot_launches_total", status="ok") == ok_before + 1
 
 
+async def test_a_page_hosted_elsewhere_gets_the_launch_and_names_this_gateway(
+    recall: RecallSimulator, recall_server: RunningServer
+) -> None:
+    env = gateway_env(
+        RECALL_API_BASE=recall_server.url,
+        GATEWAY_PUBLIC_URL="https://gw.example.com",
+        GATEWAY_PAGE_URL="https://meeting-page.example.com/voice/",
+    )
+    async with served_gateway(env) as gw:
+        response = await gw.client.post("/v1/launch", json={"meeting_url": TEAMS}, headers=AUTH)
+    assert response.status_code == 201, response.text
+    page = urlsplit(response.json()["page_url"])
+    assert (page.scheme, page.netloc, page.path) == ("https", "meeting-page.example.com", "/voice/")
+    query = parse_qs(page.query)
+    # The page must ask the gateway whose secret signed its token, whatever its default is.
+    assert query["gateway"] == ["https://gw.example.com"]
+    verify_launch_token(SECRETS["GATEWAY_SECRET"], query["launch"][0])
+    [bot] = recall.bots
+    assert bot.body["output_media"]["camera"]["config"]["url"] == response.json()["page_url"]
+
+
 async def test_launch_without_meeting_url_creates_no_bot(
     recall: RecallSimulator, recall_server: RunningServer
 ) -> None:

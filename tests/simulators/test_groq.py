@@ -106,3 +106,18 @@ async def test_tokens_after_the_first_come_at_tokens_per_s() -> None:
     # streamed as they are made, not sent in one piece at the end: the last token comes at
     # least (n - 1) / rate after the first (a lower bound, so a busy machine cannot fail it)
     assert arrivals[-1] - arrivals[0] >= (len(pieces) - 1) / rate * 0.95
+
+
+async def test_groq_lists_its_models_to_the_real_client() -> None:
+    """What OpenAI-compatible clients prewarm with (livekit-plugins-openai's LLM.prewarm);
+    without it every `voicegw talk` logged a 404."""
+    from groq import AsyncGroq, AuthenticationError
+
+    sim = GroqSimulator()
+    async with serve(sim.app) as server:
+        async with AsyncGroq(api_key=sim.api_key, base_url=server.url) as client:
+            listed = await client.models.list()
+        assert {model.id for model in listed.data} == set(sim.models)
+        async with AsyncGroq(api_key="wrong", base_url=server.url, max_retries=0) as client:
+            with pytest.raises(AuthenticationError):
+                await client.models.list()

@@ -3,6 +3,7 @@ JSON lines like the gateway, keeps trying an unreachable LiveKit and stops clean
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -61,18 +63,24 @@ class Lines:
         return self.lines
 
 
-@pytest.fixture
-def agent_dev() -> Iterator[tuple[subprocess.Popen[bytes], Lines]]:
-    """`voicegw agent dev` pointed at a LiveKit that does not answer."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "METRICS_"))},
-        "LIVEKIT_URL": f"ws://127.0.0.1:{closed_port()}",
-        "LIVEKIT_API_KEY": "devkey",
-        "LIVEKIT_API_SECRET": SECRET,
-        "METRICS_PORT": str(closed_port()),
-    }
+PROVIDER_KEYS = {
+    "DEEPGRAM_API_KEY": "agent-test-deepgram-key",
+    "GROQ_API_KEY": "agent-test-groq-key",
+    "CHATTERBOX_API_KEY": "agent-test-chatterbox-key",
+}
+PREFIXES = ("LIVEKIT_", "METRICS_", "VOICE", "GATEWAY_", "OPENAI_", "N8N_", "RECALL_")
+
+
+def agent_env(**env: str) -> dict[str, str]:
+    """This environment without any voicegw variable, plus `env`."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(PREFIXES)}, **env}
+
+
+@contextlib.contextmanager
+def agent(mode: str, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], Lines]]:
+    """`voicegw agent <mode>` until the block ends."""
     with subprocess.Popen(
-        [*AGENT, "dev"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*AGENT, mode], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as proc:
         lines = Lines(proc)
         try:
@@ -82,6 +90,22 @@ def agent_dev() -> Iterator[tuple[subprocess.Popen[bytes], Lines]]:
                 proc.kill()
             proc.wait(10)
             lines.close()
+
+
+def unreachable_livekit() -> dict[str, str]:
+    return {
+        "LIVEKIT_URL": f"ws://127.0.0.1:{closed_port()}",
+        "LIVEKIT_API_KEY": "devkey",
+        "LIVEKIT_API_SECRET": SECRET,
+        "METRICS_PORT": str(closed_port()),
+    }
+
+
+@pytest.fixture
+def agent_dev() -> Iterator[tuple[subprocess.Popen[bytes], Lines]]:
+    """`voicegw agent dev` pointed at a LiveKit that does not answer."""
+    with agent("dev", agent_env(**unreachable_livekit(), **PROVIDER_KEYS)) as running:
+        yield running
 
 
 def test_agent_starts_retries_an_unreachable_livekit_and_stops_on_sigterm(
@@ -105,6 +129,8 @@ def test_agent_starts_retries_an_unreachable_livekit_and_stops_on_sigterm(
         assert {"ts", "level", "logger", "msg"} <= set(entry), line
     assert proc.stdout is not None and proc.stdout.read() == b""
     assert SECRET not in "\n".join(seen)
+    # The agent has no gateway secret to generate: no "DEV MODE" warning about one.
+    assert not [line for line in seen if "DEV MODE" in line or "GATEWAY_SECRET" in line]
 
 
 def test_agent_needs_a_mode() -> None:
@@ -113,18 +139,36 @@ def test_agent_needs_a_mode() -> None:
     assert "'dev'" in result.stderr and "'start'" in result.stderr
 
 
-def test_agent_without_a_livekit_url_exits_1_saying_so() -> None:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "VOICE"))},
-        "VOICEGW_ENV": "production",  # no dev defaults: LIVEKIT_URL stays unset
-        "VOICE_FORCE_MODE": "openai",
-        "GATEWAY_SECRET": "agent-test-gateway-secret-" * 2,
-        "GATEWAY_API_KEY": "agent-test-api-key",
-        "GATEWAY_PUBLIC_URL": "https://gw.example.com",
-        "OPENAI_API_KEY": "sk-agent-test",
-        "METRICS_PORT": str(closed_port()),
-    }
+def test_a_production_agent_names_what_it_lacks_and_nothing_of_the_gateway() -> None:
+    env = agent_env(VOICEGW_ENV="production", GROQ_API_KEY="set-groq-value")
     result = subprocess.run([*AGENT, "start"], env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert "voicegw: the agent worker stopped" in result.stderr
-    assert "LIVEKIT_URL" in result.stderr.splitlines()[-1]
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line == (
+        "voicegw: invalid configuration: the agent requires LIVEKIT_URL, LIVEKIT_API_KEY, "
+        "LIVEKIT_API_SECRET, DEEPGRAM_API_KEY, CHATTERBOX_API_KEY"
+    )
+    assert "set-groq-value" not in result.stderr
+
+
+def test_a_production_agent_runs_on_livekit_and_its_providers_alone() -> None:
+    """What the README gives the agent service, and nothing of the gateway's. (`dev` is the
+    worker's own mode: a free health port instead of 8081, which a parallel test may hold.)"""
+    env = agent_env(VOICEGW_ENV="production", **unreachable_livekit(), **PROVIDER_KEYS)
+    with agent("dev", env) as (proc, lines):
+        lines.wait_for('"starting worker"', within_s=60)
+        livekit = json.loads(lines.wait_for('"provider": "livekit"', within_s=1))
+        where = urlsplit(env["LIVEKIT_URL"]).netloc
+        assert (livekit["msg"], livekit["at"]) == ("provider real", where)
+        deepgram = json.loads(lines.wait_for('"provider": "deepgram"', within_s=1))
+        assert (deepgram["msg"], deepgram["at"]) == ("provider real", "api.deepgram.com")
+        n8n = json.loads(lines.wait_for('"provider": "n8n"', within_s=1))
+        assert (n8n["msg"], n8n["missing"]) == ("provider missing", ["N8N_WEBHOOK_BASE_URL"])
+        assert "tool call fails" in n8n["without_it"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    seen = lines.close()
+    reported = {json.loads(line).get("provider") for line in seen} - {None}
+    assert reported == {"livekit", "deepgram", "groq", "chatterbox", "n8n"}  # the agent's own
+    for value in (SECRET, *PROVIDER_KEYS.values()):
+        assert value not in "\n".join(seen)

@@ -9,6 +9,7 @@ utterances (`simulators.speech`) out on one timeline and measures their true end
 
 from __future__ import annotations
 
+import os
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,16 +119,77 @@ def first_sound_s(samples: Samples, sample_rate: int) -> float | None:
     return None if len(loud) == 0 else int(loud[0]) / sample_rate
 
 
+class AudioFileError(ValueError):
+    """A file the lab cannot use: the message names it and the problem, in one line."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+
+
+# Other rates are resampled to LAB_RATE: at these, a 20 ms frame is a whole number of samples.
+LAB_RATE = 24_000
+
+
 def read_wav(path: Path) -> tuple[Samples, int]:
-    """Mono PCM16 samples and rate of a WAV file (stereo is mixed down)."""
-    with wave.open(str(path), "rb") as reader:
-        if reader.getsampwidth() != 2:
-            raise ValueError("only 16-bit PCM WAV files are supported")
-        channels, rate = reader.getnchannels(), reader.getframerate()
-        data = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
-    if channels > 1:
-        data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
-    return data, rate
+    """Mono PCM16 samples and rate of a WAV file, whatever it holds: 8/16/24/32-bit integer,
+    float, A-law or mu-law, any channels (mixed down), any rate (kept when a 20 ms frame is a
+    whole number of samples at it, else resampled to LAB_RATE). FFmpeg decodes it, through
+    PyAV (which LiveKit Agents uses too). AudioFileError names what is wrong with it."""
+    import av
+
+    try:
+        container = av.open(str(path), format="wav")
+    except av.error.InvalidDataError:
+        raise AudioFileError(path, "not a WAV file (no RIFF/WAVE audio in it)") from None
+    except (av.error.FFmpegError, OSError) as exc:
+        raise AudioFileError(path, f"cannot be read ({_why(exc)})") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioFileError(path, "holds no audio")
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate
+        if not rate:
+            raise AudioFileError(path, "says no sample rate")
+        target = rate if 8_000 <= rate <= 48_000 and rate % 50 == 0 else LAB_RATE
+        mono = av.AudioResampler(format="s16", layout="mono", rate=target)
+        chunks: list[npt.NDArray[np.generic]] = []
+        try:
+            for frame in container.decode(stream):
+                chunks += [out.to_ndarray().reshape(-1) for out in mono.resample(frame)]
+            chunks += [out.to_ndarray().reshape(-1) for out in mono.resample(None)]
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise AudioFileError(path, f"cannot be decoded ({_why(exc)})") from None
+    samples: Samples = np.concatenate(chunks).astype(np.int16) if chunks else silence(0)
+    if len(samples) == 0:
+        raise AudioFileError(path, "holds no audio (0 samples)")
+    return samples, target
+
+
+def read_speech(path: Path) -> tuple[Samples, int, tuple[Utterance, ...]]:
+    """`read_wav`, and the utterances in it; a file without speech is an AudioFileError (a
+    conversation with nobody speaking would end with no turn, and say nothing)."""
+    samples, rate = read_wav(path)
+    utterances = find_utterances(samples, rate)
+    if not utterances:
+        level = f"{SPEECH_LEVEL:.0%}"
+        raise AudioFileError(path, f"no speech found (nothing louder than {level} of full scale)")
+    return samples, rate, utterances
+
+
+def check_output(path: Path) -> None:
+    """That a WAV file can be written at `path`, checked before any work is done."""
+    folder = path.parent
+    if path.is_dir():
+        raise AudioFileError(path, "is a folder; --output takes a file name")
+    if not folder.is_dir():
+        raise AudioFileError(path, f"cannot be written: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise AudioFileError(path, "cannot be written: permission denied")
+
+
+def _why(exc: Exception) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(text).strip().rstrip(".").lower()
 
 
 def write_wav(path: Path, samples: Samples, sample_rate: int) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from simulators.profiles import SimulatedProviders
 
 from ..serve import running_gateway
 from ..simulate import simulated_stack
-from .audio import Samples, Utterance, conversation, find_utterances, read_wav
+from .audio import AudioFileError, Samples, Utterance, conversation, read_speech
 from .talk_livekit import talk
 from .talk_openai import talk_openai
 from .turns import STAGES, TalkRun, Turn, format_ms
@@ -107,18 +108,20 @@ def sample_recordings() -> list[Recording]:
 
 
 def load_recordings(paths: list[Path]) -> list[Recording]:
-    """WAV files, or every *.wav in a directory, in name order."""
+    """WAV files, or every *.wav in a directory, in name order, all read before any turn runs:
+    the first bad one is an AudioFileError naming it."""
     files: list[Path] = []
     for path in paths:
-        files += sorted(path.glob("*.wav")) if path.is_dir() else [path]
-    if not files:
-        raise ValueError("no WAV files found in the given inputs")
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".wav")
+            if not found:
+                raise AudioFileError(path, "no .wav files in this folder")
+            files += found
+        else:
+            files.append(path)
     recordings = []
     for file in files:
-        samples, rate = read_wav(file)
-        utterances = find_utterances(samples, rate)
-        if not utterances:
-            raise ValueError(f"{file.name}: no speech found")
+        samples, rate, utterances = read_speech(file)
         recordings.append(Recording(file.name, samples, rate, utterances))
     return recordings
 
@@ -130,8 +133,10 @@ async def run_compare(
     turns: int,
     sims: SimulatedProviders | None = None,
     voices: list[TtsProvider] | None = None,
+    on_turn: Callable[[Turn, Mode], None] | None = None,
 ) -> dict[str, Any]:
-    """Run `turns` turns per lane and return `{"modes": …, "summary": …}` keyed by lane."""
+    """Run `turns` turns per lane and return `{"modes": …, "summary": …}` keyed by lane;
+    `on_turn` hears of each turn as it is measured."""
     options = PipelineOptions.from_settings(settings)
     vad = load_vad(options.vad)
     lanes = lanes_for(voices)
@@ -179,6 +184,8 @@ async def run_compare(
                     lag = _lag_ms(end, played.origin + utterance.end_s, silence_s)
                     row = CompareTurn(**turn.model_dump(), vad_lag_ms=lag)
                     results[lane.name].append(row.model_dump())
+                    if on_turn is not None:
+                        on_turn(row, lane.mode)
             if run > 3 * turns:  # turns that never came back: stop, report what we have
                 log.warning("some turns produced no reply", extra={"runs": run})
                 break
@@ -206,14 +213,22 @@ async def compare(
     turns: int,
     profile: str | None,
     voices: list[TtsProvider] | None = None,
+    on_turn: Callable[[Turn, Mode], None] | None = None,
 ) -> dict[str, Any]:
     """`voicegw compare`: `run_compare`, on simulated providers when `profile` is given (each
     turn draws its latencies from it)."""
     if profile is None:
-        return await run_compare(settings, recordings, turns=turns, voices=voices)
+        return await run_compare(
+            settings, recordings, turns=turns, voices=voices, on_turn=on_turn
+        )
     async with simulated_stack(settings, profile, speak_replies=False) as stack:
         result = await run_compare(
-            stack.settings, recordings, turns=turns, sims=stack.providers, voices=voices
+            stack.settings,
+            recordings,
+            turns=turns,
+            sims=stack.providers,
+            voices=voices,
+            on_turn=on_turn,
         )
     return {"profile": profile, **result}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 
 from pipelines.contracts import Mode, Settings
 from pipelines.livekit.pipeline import PipelineOptions
@@ -29,18 +30,29 @@ def missing_keys(settings: Settings, mode: Mode) -> list[str]:
 
 
 async def run_talk(
-    settings: Settings, mode: Mode, samples: Samples, sample_rate: int, *, profile: str | None
+    settings: Settings,
+    mode: Mode,
+    samples: Samples,
+    sample_rate: int,
+    *,
+    profile: str | None,
+    on_turn: Callable[[Turn], None] | None = None,
 ) -> TalkRun:
-    """One conversation in `mode`; `profile` runs every provider as a simulator."""
+    """One conversation in `mode`; `profile` runs every provider as a simulator; `on_turn`
+    hears of each turn as it ends."""
     async with contextlib.AsyncExitStack() as stack:
         if profile is not None:
             simulated = await stack.enter_async_context(simulated_stack(settings, profile))
             settings = simulated.settings
         if mode == "livekit":
-            return await talk_livekit(settings, samples, sample_rate)
+            return await talk_livekit(settings, samples, sample_rate, on_turn=on_turn)
         gateway = await stack.enter_async_context(running_gateway(settings))
         return await talk_openai(
-            gateway.url, samples, sample_rate, model=settings.openai_realtime_model
+            gateway.url,
+            samples,
+            sample_rate,
+            model=settings.openai_realtime_model,
+            on_turn=on_turn,
         )
 
 

@@ -72,9 +72,11 @@ async def talk(
     conn_options: SessionConnectOptions | None = None,
     settle_timeout_s: float = 30.0,
     observe: Callable[[AgentSession[Any]], None] | None = None,
+    on_turn: Callable[[Turn], None] | None = None,
 ) -> LiveKitRun:
-    """Play `samples` to the pipeline in real time and return what happened, turn by turn.
-    Cancelling it is safe: the session and its helpers are closed."""
+    """Play `samples` to the pipeline in real time and return what happened, turn by turn
+    (`on_turn` hears of each as it ends). Cancelling it is safe: the session and its helpers
+    are closed."""
     if utterances is None:
         utterances = find_utterances(samples, sample_rate)
     source = FileAudioInput(samples, sample_rate)
@@ -103,6 +105,7 @@ async def talk(
         session_id=session_id,
         voice_to_voice=voice_to_voice,
         meter=meter,
+        on_turn=None if on_turn is None else lambda record: on_turn(turn_of(record)),
     )
     if observe is not None:
         observe(session)  # benchmarks add their own listeners
@@ -142,7 +145,13 @@ async def talk(
     )
 
 
-async def talk_livekit(settings: Settings, samples: Samples, sample_rate: int) -> LiveKitRun:
+async def talk_livekit(
+    settings: Settings,
+    samples: Samples,
+    sample_rate: int,
+    *,
+    on_turn: Callable[[Turn], None] | None = None,
+) -> LiveKitRun:
     """One conversation through the configured pipeline (`voicegw talk --mode livekit`)."""
     options = PipelineOptions.from_settings(settings)
     async with aiohttp.ClientSession() as http:
@@ -154,4 +163,5 @@ async def talk_livekit(settings: Settings, samples: Samples, sample_rate: int) -
             http_session=http,
             publisher=RecordingPublisher(),
             session_id="talk",
+            on_turn=on_turn,
         )

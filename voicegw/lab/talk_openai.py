@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -41,9 +42,11 @@ async def talk_openai(
     model: str = "gpt-realtime",
     utterances: tuple[Utterance, ...] | None = None,
     settle_timeout_s: float = 20.0,
+    on_turn: Callable[[Turn], None] | None = None,
 ) -> TalkRun:
-    """Stream `samples` through the gateway's relay in real time and return the turns.
-    Cancelling it is safe: the connection is closed and its tasks are awaited."""
+    """Stream `samples` through the gateway's relay in real time and return the turns
+    (`on_turn` hears of each as the relay reports it). Cancelling it is safe: the connection
+    is closed and its tasks are awaited."""
     if utterances is None:
         utterances = find_utterances(samples, sample_rate)
     pcm = resample(samples, sample_rate, RATE)
@@ -72,7 +75,9 @@ async def talk_openai(
             sender = asyncio.create_task(_send(connection, pcm, origin, done))
             try:
                 await asyncio.wait_for(
-                    _receive(connection, speaker, turns, turn_ends, len(utterances), done),
+                    _receive(
+                        connection, speaker, turns, turn_ends, len(utterances), done, on_turn
+                    ),
                     len(pcm) / RATE + settle_timeout_s,
                 )
             except TimeoutError:
@@ -123,6 +128,7 @@ async def _receive(
     turn_ends: list[float | None],
     expected: int,
     done: asyncio.Event,
+    on_turn: Callable[[Turn], None] | None,
 ) -> None:
     turn, turn_end = Turn(), None
     arguments: dict[str, str] = {}
@@ -153,6 +159,9 @@ async def _receive(
                 setattr(turn, stage, message.get(stage))
             turns.append(turn)
             turn_ends.append(turn_end)
+            if on_turn is not None:  # with the relay's own voice-to-voice until ours is in
+                v2v = message.get("voice_to_voice_ms")
+                on_turn(turn.model_copy(update={"voice_to_voice_ms": v2v}))
             turn, turn_end = Turn(), None
         elif kind == "voice.error" and message.get("fatal"):
             raise RuntimeError(f"relay error {message['code']}: {message['message']}")

@@ -100,6 +100,24 @@ def test_production_accepts_a_complete_environment() -> None:
     assert "sk-test-openai-value" not in str(settings.model_dump())
 
 
+@pytest.mark.parametrize("name", ["GATEWAY_PUBLIC_URL", "GATEWAY_PAGE_URL"])
+def test_production_gateway_urls_must_be_https(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**PROD, name: "http://gw.example.com"})
+    assert f"{name}: must be an https URL in production" in str(caught.value)
+    load_settings({**PROD, name: "https://gw.example.com"})
+    load_settings({name: "http://gw.example.com"})  # dev
+    load_settings({**PROD, name: "http://127.0.0.1:8080"})  # this machine, as for the page
+
+
+def test_the_page_url_is_the_gateway_unless_hosted_elsewhere() -> None:
+    assert load_settings({}).page_url == "http://127.0.0.1:8080/"
+    elsewhere = load_settings({"GATEWAY_PAGE_URL": "https://page.example.com"})
+    assert elsewhere.page_url == "https://page.example.com/"
+    with pytest.raises(ConfigError, match="GATEWAY_PAGE_URL"):
+        load_settings({"GATEWAY_PAGE_URL": "https://page.example.com/?session=x"})
+
+
 def test_allowlist_parsing_and_empty_values_mean_unset() -> None:
     settings = load_settings(
         {"VOICE_LIVEKIT_ALLOWLIST": " Ana@Example.com, bob ,,", "VOICE_FORCE_MODE": ""}

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +16,7 @@ from voicegw.lab import audio
 from voicegw.lab.compare import Recording, render_table, run_compare, summarize
 from voicegw.simulate import SimulatedStack
 
+VOICEGW = [sys.executable, "-m", "voicegw"]
 STAGES = ("eou_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms", "voice_to_voice_ms")
 
 
@@ -78,3 +85,40 @@ async def test_compare_voices_one_livekit_lane_each_priced_by_use(
     assert 0 < costs["livekit/chatterbox"] < costs["livekit/cartesia"]
     table = render_table(result, profile="fast")
     assert all(lane in table for lane in lanes) and "cost $/min" in table
+
+
+def test_compare_shows_progress_on_a_terminal_and_keeps_stdout_json(
+    tmp_path: Path, question: audio.Conversation
+) -> None:
+    """stderr on a terminal (a pty), stdout a pipe: the progress line counts both modes'
+    turns on the terminal while stdout holds the JSON alone (off a terminal nothing is drawn:
+    test_progress.py)."""
+    source = tmp_path / "question.wav"
+    question.write_wav(source)
+    command = [
+        *VOICEGW,
+        *("compare", "--simulate", "--profile", "instant", "--turns", "1", "--json"),
+        *("--input", str(source)),
+    ]
+    main_fd, terminal_fd = os.openpty()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=terminal_fd) as process:
+        os.close(terminal_fd)
+        shown = _read_until_closed(main_fd)
+        stdout = process.stdout.read() if process.stdout else b""
+        assert process.wait(120) == 0, shown
+    result = json.loads(stdout)
+    assert {mode: len(result["modes"][mode]["turns"]) for mode in result["modes"]} == {
+        "livekit": 1,
+        "openai": 1,
+    }
+    assert "compare: 0/2 turns" in shown and "compare: 2/2 turns" in shown
+    assert "last voice-to-voice" in shown
+
+
+def _read_until_closed(fd: int) -> str:
+    chunks = []
+    with contextlib.suppress(OSError):  # EIO: the terminal's other end closed
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
