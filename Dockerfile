@@ -51,7 +51,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     SERVICE=gateway \
-    PORT=8080
+    PORT=8080 \
+    VOICEGW_DATA_DIR=/home/app/data
 
 WORKDIR /app
 USER app:app

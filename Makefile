@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # chromium runs the meeting page (tests/browser drive it with Playwright; never its own download);
 # iproute2 makes the network namespaces WebRTC tests run in (libwebrtc ignores loopback);
 # redis-server is the shared store the replica tests start on a free port of their own.
-DEBIAN_PACKAGES := espeak-ng sox libportaudio2 chromium iproute2 redis-server
+DEBIAN_PACKAGES := espeak-ng sox libportaudio2 chromium iproute2 redis-server postgresql
 HOST ?= 127.0.0.1
 PORT ?= 8080
 

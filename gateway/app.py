@@ -25,14 +25,24 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from history import History
 from pipelines.contracts import MODES, Mode, Settings
+from pipelines.contracts.history import NO_HISTORY, HistoryRecorder
 from pipelines.contracts.validation import describe_validation_error
 from relay import RelayConfig, RelayEndpoint
 
 from .admin import admin_view
 from .body_limit import BodyLimit
 from .dispatch import LiveKitProber, LiveKitServerApi
-from .errors import GatewayError, InvalidRequest, NotConfigured, RateLimited, UpstreamFailed
+from .errors import (
+    GatewayError,
+    InvalidRequest,
+    NotConfigured,
+    RateLimited,
+    Unavailable,
+    UpstreamFailed,
+)
+from .history_api import HistoryApi
 from .issuer import (
     FallbackRequest,
     LaunchRequest,
@@ -63,6 +73,7 @@ STATUS_OF: dict[type[GatewayError], int] = {
     InvalidRequest: 400,
     RateLimited: 429,
     NotConfigured: 503,
+    Unavailable: 503,
     UpstreamFailed: 502,
 }
 
@@ -86,10 +97,14 @@ class Gateway:
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
         recall: RecallClient | None = None,
+        history: History | None = None,
     ) -> None:
         """`store` defaults to Redis when REDIS_URL is set, else this process's memory;
-        `clock` (epoch seconds) times the breaker: tests pass a fake one."""
+        `clock` (epoch seconds) times the breaker: tests pass a fake one; `history` records
+        every session (the gateway starts and closes it; None: nothing is recorded)."""
         self.settings = settings
+        self.history = history
+        self.recorder: HistoryRecorder = history.recorder if history is not None else NO_HISTORY
         self.issuer = SessionIssuer(settings)
         self.production = settings.voicegw_env == "production"
         self.started_at = datetime.now(UTC)
@@ -109,7 +124,9 @@ class Gateway:
             variant=settings.recall_variant,
             router=self.router,
         )
-        self.relay = RelayEndpoint(RelayConfig.from_settings(settings), self.store)
+        self.relay = RelayEndpoint(
+            RelayConfig.from_settings(settings), self.store, history=self.recorder
+        )
         self.livekit_api: LiveKitServerApi | None = None
         if settings.livekit_url and settings.livekit_api_key and settings.livekit_api_secret:
             self.livekit_api = LiveKitServerApi(
@@ -138,8 +155,10 @@ class Gateway:
             )
 
     async def aclose(self) -> None:
-        """Close the store's connections, if this gateway made the store (the served app does
-        it on shutdown)."""
+        """Write the history's queue and close it, and close the store's connections if this
+        gateway made the store (the served app does it on shutdown)."""
+        if self.history is not None:
+            await self.history.aclose()
         if self._owns_store:
             await self.store.aclose()
 
@@ -194,6 +213,7 @@ class Gateway:
             launch=q.get("launch") or None,
         )
         await self.router.issued(session_id, mode, reason)
+        self.recorder.session_issued(session_id=session_id, user=user, mode=mode, reason=reason)
         if mode == "livekit" and self.livekit_api and self.dispatch_check:
             await self.livekit_api.ensure_agent(session_id=session_id, user=user)
         log.info(
@@ -217,10 +237,14 @@ class Gateway:
         await self.router.fallback(
             body.session_id, caller=_caller(claims, body.session_id), anonymous=claims is None
         )
+        self.recorder.fallback_reported(session_id=body.session_id, reason=body.reason)
         config = self.issuer.issue(
             session_id=body.session_id, user=user, mode="openai", reason="fallback", launch=None
         )
         await self.router.issued(body.session_id, "openai", "fallback")
+        self.recorder.session_issued(
+            session_id=body.session_id, user=user, mode="openai", reason="fallback"
+        )
         return _json(config)
 
     async def launch(self, request: Request) -> Response:
@@ -274,13 +298,16 @@ class Gateway:
         # livekit sessions still work, and taking every replica out of rotation at once
         # would end them all.
         modes["livekit"]["breaker"] = breaker.state
-        degraded = unreachable or store.state != "ok"
+        # Nor does a history that cannot be written: sessions go on, their records are dropped.
+        history = self._history_health()
+        degraded = unreachable or store.state != "ok" or history["state"] == "degraded"
         status = "not_ready" if not ready else "degraded" if degraded else "ready"
         body: dict[str, Any] = {
             "status": status,
             "modes": modes,
             "breaker": breaker.as_dict(),
             "store": {"kind": store.kind, "state": store.state, "detail": store.detail},
+            "history": history,
         }
         if self.prober is not None:
             body["livekit_probe"] = {"probes": self.prober.probes, "last_ok": self.prober.last_ok}
@@ -301,6 +328,18 @@ class Gateway:
                 modes[mode].update(ready=False, unreachable=reach.problem)
         return not all(reach.ok for reach in reaches)
 
+    def _history_health(self) -> dict[str, Any]:
+        if self.history is None:
+            return {"kind": None, "state": "off", "queued": 0, "dropped": 0, "detail": None}
+        health = self.history.health()
+        return {
+            "kind": self.history.kind,
+            "state": health.state,
+            "queued": health.queued,
+            "dropped": health.dropped,
+            "detail": health.detail,
+        }
+
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -317,10 +356,15 @@ def create_app(
     extra_routes: Sequence[BaseRoute] = (),
     store: Store | None = None,
     clock: Callable[[], float] = time.time,
+    history: History | None = None,
 ) -> Starlette:
     """The gateway app. `extra_routes` adds routes; `store` replaces the one built from
-    settings and `clock` the breaker's (tests)."""
-    gw = Gateway(settings, store=store, clock=clock)
+    settings and `clock` the breaker's (tests); `history` records sessions and serves the
+    admin history (the composition root builds it from settings)."""
+    gw = Gateway(settings, store=store, clock=clock, history=history)
+    history_api = HistoryApi(
+        history, require_api_key=gw._require_api_key, page=PAGE_DIR / "admin" / "index.html"
+    )
     routes: list[BaseRoute] = [
         Route("/", gw.page, methods=["GET"]),
         Route("/healthz", gw.healthz, methods=["GET"]),
@@ -331,6 +375,7 @@ def create_app(
         Route("/v1/launch", gw.launch, methods=["POST"]),
         Route("/v1/admin/routing", gw.admin_routing, methods=["GET"]),
         Route("/metrics", gw.metrics, methods=["GET"]),
+        *history_api.routes(),
         WebSocketRoute("/v1/realtime", gw.relay),
         *extra_routes,
     ]
@@ -379,8 +424,10 @@ def _cors(origins: Sequence[str]) -> list[Middleware]:
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     """Runs the optional active LiveKit probe beside the server (LIVEKIT_PROBE_INTERVAL_SECONDS)
-    and closes the store at the end."""
+    and the history's writer, and closes both (and the store) at the end."""
     gateway: Gateway = app.state.gateway
+    if gateway.history is not None:
+        gateway.history.start()
     prober = gateway.prober
     task = asyncio.create_task(prober.run()) if prober is not None else None
     try:

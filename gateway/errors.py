@@ -24,6 +24,10 @@ class NotConfigured(GatewayError):
     """This gateway lacks the configuration to do it (a mode, or the Recall.ai key)."""
 
 
+class Unavailable(GatewayError):
+    """Something the gateway keeps is unreachable for now (the history database): try later."""
+
+
 class UpstreamFailed(GatewayError):
     """A service the gateway calls refused or could not be reached."""
 

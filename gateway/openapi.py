@@ -7,7 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from history import Comparison, SessionDetail, SessionPage
 from pipelines.contracts import MODES, SessionConfig
+from pipelines.contracts.session_config import REASONS
 
 from .admin import AdminRouting
 from .issuer import (
@@ -69,7 +71,17 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 @cache
 def openapi_document() -> dict[str, Any]:
     components: dict[str, Any] = {"Error": _error_schema()}
-    for model in (SessionConfig, LaunchRequest, LaunchResponse, FallbackRequest, AdminRouting):
+    models: tuple[type[BaseModel], ...] = (
+        SessionConfig,
+        LaunchRequest,
+        LaunchResponse,
+        FallbackRequest,
+        AdminRouting,
+        SessionPage,
+        SessionDetail,
+        Comparison,
+    )
+    for model in models:
         schema = model.model_json_schema(ref_template=_REF)
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
@@ -142,6 +154,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {**_ok(AdminRouting), **_errors(401, 503)},
                 }
             },
+            **_history_paths(bearer),
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
@@ -168,5 +181,82 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+        },
+    }
+
+
+_EXPORTS = {
+    "application/x-ndjson": {"schema": {"type": "string"}},
+    "text/csv": {"schema": {"type": "string"}},
+}
+
+
+def _history_filters() -> list[dict[str, Any]]:
+    when = {"type": "string"}
+    flag = {"type": "boolean"}
+    return [
+        _query("since", when, "started at or after: ISO 8601, or an age (7d, 24h, 30m)"),
+        _query("until", when, "started before: ISO 8601, or an age"),
+        _query("mode", {"type": "string", "enum": list(MODES)}, "the mode first issued"),
+        _query("reason", {"type": "string", "enum": list(REASONS)}, "the rule that chose it"),
+        _query("user", {"type": "string"}, "the user (case-insensitive)"),
+        _query("fell_back", flag, "fell back to openai, or not"),
+        _query("tool_error", flag, "had a tool call that failed, or not"),
+    ]
+
+
+def _history_paths(bearer: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """The session history's routes (gateway/history_api.py)."""
+    fmt = _query(
+        "format",
+        {"type": "string", "enum": ["json", "jsonl", "csv"]},
+        "json (default), or an export: JSON Lines or CSV (also chosen by Accept)",
+    )
+    def ok(model: type[BaseModel], exports: bool) -> dict[str, Any]:
+        answer = _ok(model)
+        if exports:
+            answer["200"]["content"].update(_EXPORTS)
+        return answer
+
+    return {
+        "/v1/admin/sessions": {
+            "get": {
+                "summary": "Sessions in the history, newest first, a page at a time (JSON) or "
+                "every matching one (JSON Lines, CSV)",
+                "security": bearer,
+                "parameters": [
+                    *_history_filters(),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page"),
+                    _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                    fmt,
+                ],
+                "responses": {**ok(SessionPage, True), **_errors(400, 401, 503)},
+            }
+        },
+        "/v1/admin/sessions/{session_id}": {
+            "get": {
+                "summary": "One session: its routing, and every half's turns, tool calls, "
+                "latencies and errors (JSON; JSON Lines or CSV: one line per turn)",
+                "security": bearer,
+                "parameters": [
+                    {
+                        "name": "session_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": SESSION_ID_PATTERN},
+                    },
+                    fmt,
+                ],
+                "responses": {**ok(SessionDetail, True), **_errors(400, 401, 404, 503)},
+            }
+        },
+        "/v1/admin/compare": {
+            "get": {
+                "summary": "Per mode: sessions, fallback rate, tool error rate, voice-to-voice "
+                "p50/p95, over the same filters",
+                "security": bearer,
+                "parameters": _history_filters(),
+                "responses": {**ok(Comparison, False), **_errors(400, 401, 503)},
+            }
         },
     }

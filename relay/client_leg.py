@@ -56,6 +56,14 @@ DIRECT_EXTENSION = "voicegw.direct_websocket"
 MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 # How long a connection may stay open once its app is done with it or the server is stopping.
 ABORT_AFTER_S = 2.0
+# What a client may still send once our close frame is out: the frames it had in flight and its
+# answer. One that goes on sending is not closing; reading it until the close timeout would let
+# it make the server parse at the loopback's speed for a second per session (bench/soak.py).
+CLOSING_READ_BYTES = 64 * 1024
+# Frames parsed from one read before the leg looks again whether it still wants frames: a
+# flood ends its session at the message rate (200 a second by default) within one such batch,
+# not after parsing a whole read of tiny frames (256 KiB of empty frames is 40,000 of them).
+FRAMES_PER_BATCH = 256
 
 # uvicorn reports a client that went away mid-send as one of these.
 _CLIENT_ERRORS = (OSError, RuntimeError, WebSocketException, WebSocketDisconnect)
@@ -228,6 +236,7 @@ class DirectLeg:
         self._held = False  # by the session: not ready for frames, or OpenAI is not reading
         self._write_paused = False  # the client is not reading what we send
         self._closing = False  # our close frame is out: read only for the client's answer
+        self._read_while_closing = 0
         self._broken = False  # an oversize frame was announced: the stream is not parsed on
         if protocol.disconnected:  # lost before the app got here
             self._closed.set_result(None)
@@ -254,6 +263,7 @@ class DirectLeg:
             return
         self.sender.send_close(code, reason)
         self._closing = True
+        self._read_while_closing = self._reader.pending  # received, not parsed: it counts
         if self._broken:
             self._transport.close()  # no answer could be read: end it from our side
         else:
@@ -265,13 +275,18 @@ class DirectLeg:
             self._transport.abort()  # it never answered, or never read what we sent
 
     def _update_reading(self) -> None:
-        reading = self._closing or not (self._held or self._write_paused)
+        reading = self._wants_frames()
         if reading is not self._reading and not self._transport.is_closing():
             self._reading = reading
             if reading:
                 self._transport.resume_reading()
+                if self._reader.limited:  # frames of the last read are still to be parsed
+                    asyncio.get_running_loop().call_soon(self.data_received, b"")
             else:
                 self._transport.pause_reading()
+
+    def _wants_frames(self) -> bool:
+        return self._closing or not (self._held or self._write_paused)
 
     # -- from the protocol -------------------------------------------------------------------
 
@@ -283,24 +298,43 @@ class DirectLeg:
     def data_received(self, data: bytes) -> None:
         if self._broken:
             return
-        sender = self.sender
-        try:
-            frames = self._reader.feed(data)
-        except ProtocolError as exc:
-            if exc.code == 1009:  # the session says so (voice.error) and closes
+        if self._closing:
+            self._read_while_closing += len(data)
+            if self._read_while_closing > CLOSING_READ_BYTES:
                 self._broken = True
-                self.sink.on_client_too_large()
-            else:
-                sender.fail(exc.code, exc.reason)
-            return
-        sink = self.sink
+                self._transport.abort()
+                return
+        reader = self._reader
+        while True:
+            try:
+                frames = reader.feed(data, FRAMES_PER_BATCH)
+            except ProtocolError as exc:
+                if exc.code == 1009:  # the session says so (voice.error) and closes
+                    self._broken = True
+                    self.sink.on_client_too_large()
+                else:
+                    self.sender.fail(exc.code, exc.reason)
+                return
+            if not self._deliver(frames):
+                return
+            # The rest of this read only while frames are wanted (the session may have ended
+            # over the rate, or be holding the client); `_update_reading` comes back for it.
+            if not (reader.limited and self._wants_frames()) or self._transport.is_closing():
+                return
+            data = b""
+
+    def _deliver(self, frames: list[tuple[int, bytes]]) -> bool:
+        """Hand `frames` to the session; False once the connection is closing."""
+        sender, sink = self.sender, self.sink
+        if self._closing:  # only the client's answer matters now
+            frames = [frame for frame in frames if frame[0] == CLOSE]
         for opcode, payload in frames:
             if opcode == TEXT:
                 try:
                     text = payload.decode()
                 except UnicodeDecodeError:
                     sender.fail(1007, "text frame is not UTF-8")
-                    return
+                    return False
                 sink.on_client_text(text)
             elif opcode == BINARY:
                 sink.on_client_binary(len(payload))
@@ -312,7 +346,8 @@ class DirectLeg:
                 self._protocol.handle_pong(Frame(Opcode.PONG, payload))  # uvicorn's keepalive
             elif opcode == CLOSE:
                 sender.answer_close(payload)
-                return
+                return False
+        return True
 
     def connection_lost(self) -> None:
         if not self._closed.done():

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from pipelines.contracts import fatal_error
+from pipelines.contracts.history import NO_HISTORY, HistoryRecorder
 
 from .client_leg import open_client_leg
 from .config import RelayConfig
@@ -63,11 +64,15 @@ _LEASE_MARGIN_S = 60.0
 class RelayEndpoint:
     """The relay's ASGI WebSocket app; mount it with `WebSocketRoute("/v1/realtime", ...)`."""
 
-    def __init__(self, config: RelayConfig, ledger: RelayLedger) -> None:
+    def __init__(
+        self, config: RelayConfig, ledger: RelayLedger, history: HistoryRecorder = NO_HISTORY
+    ) -> None:
         """One per process. `ledger` remembers used tickets and open sessions (the gateway's
-        store: shared by every replica when it is Redis)."""
+        store: shared by every replica when it is Redis); `history` records each admitted
+        relay session as one half of its session."""
         self.config = config
         self._ledger = ledger
+        self._history = history
         # Everything imported so far (the openai SDK's types alone are ~100k objects) lives as
         # long as the process. Left in the collector's generations, each full collection walks
         # them all: a ~65 ms stall of every live session, the relay's worst latency tail.
@@ -102,7 +107,13 @@ class RelayEndpoint:
                 await websocket.send_text(fatal_error(error, message).to_json())
             await websocket.close(code, reason)
             return
-        session = RelaySession(session_id=ticket.session_id, config=self.config)
+        session = RelaySession(
+            session_id=ticket.session_id,
+            config=self.config,
+            history=self._history.open(
+                session_id=ticket.session_id, mode="openai", user=ticket.user
+            ),
+        )
         leg = open_client_leg(
             websocket, receive, send, session, max_size=self.config.limits.max_frame_bytes
         )

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from time import monotonic
 
 from pipelines.contracts import N8nExecutor, fatal_error
+from pipelines.contracts.history import NO_SESSION_HISTORY, SessionHistory
 from pipelines.contracts.metrics import RELAY_SESSIONS_ACTIVE, UPSTREAM_ERRORS, observe_turn
 from pipelines.openai_realtime import (
     FORWARD,
@@ -68,11 +69,20 @@ _TOO_SLOW = Close(
 class RelaySession:
     """Relays one client WebSocket to one upstream OpenAI Realtime session."""
 
-    def __init__(self, *, session_id: str, config: RelayConfig) -> None:
-        """`session_id` comes from the ticket. Give the session its client leg in `run()`."""
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        config: RelayConfig,
+        history: SessionHistory = NO_SESSION_HISTORY,
+    ) -> None:
+        """`session_id` comes from the ticket; `history` records this half of the session (the
+        protocol core records the turns; the session how it ended). Give the session its
+        client leg in `run()`."""
         self._session_id = session_id
         self._config = config
-        self._core = RelayProtocol(config.options, limits=config.limits)
+        self._history = history
+        self._core = RelayProtocol(config.options, limits=config.limits, history=history)
         self._client: ClientLeg | None = None
         self._upstream: Upstream | None = None
         self._tools: set[asyncio.Task[None]] = set()
@@ -108,6 +118,9 @@ class RelaySession:
             close = await self._watch(started + self._config.max_session_seconds)
         finally:
             await self._shutdown(close)
+            if close.error is not None:
+                self._history.error(close.error)
+            self._history.ended(close.reason)
             RELAY_SESSIONS_ACTIVE.dec()
             if close in _UPSTREAM_FAILURES:
                 UPSTREAM_ERRORS.labels(mode="openai").inc()
@@ -292,6 +305,11 @@ class RelaySession:
         if not self._ended:
             self._ended = True  # frames that still arrive are ignored
             self._done.set_result(close)
+            if self._client is not None:
+                # Nor read: closing OpenAI first takes up to UPSTREAM_CLOSE_TIMEOUT_S, and a
+                # client flooding the socket meanwhile (the very one over the rate) would be
+                # parsed at the loopback's speed. The close reads its answer again.
+                self._client.pause_reading()
 
     async def _shutdown(self, close: Close) -> None:
         self._finish(close)  # late frames are ignored from here on

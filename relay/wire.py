@@ -57,12 +57,19 @@ class FrameReader:
         self._mask_bit = 0x80 if masked else 0
         self._max_size = max_size
         self._buffer = bytearray()
+        self.limited = False  # the last feed() stopped at max_frames with frames left to parse
         self._fragments: list[bytes] = []
         self._fragment_opcode = 0
         self._fragment_size = 0
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        """Raises ProtocolError when the peer breaks the protocol."""
+    @property
+    def pending(self) -> int:
+        """Bytes received and not parsed yet."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes, max_frames: int = 1 << 62) -> list[tuple[int, bytes]]:
+        """Raises ProtocolError when the peer breaks the protocol. At most `max_frames` frames
+        are parsed; the rest stays `pending` for the next call (`feed(b"")` goes on)."""
         if self._buffer:
             self._buffer += data
             buf: bytes | bytearray = self._buffer
@@ -71,7 +78,8 @@ class FrameReader:
         out: list[tuple[int, bytes]] = []
         pos, end, mask_bit, max_size = 0, len(buf), self._mask_bit, self._max_size
         fragments = self._fragments
-        while end - pos >= 2:
+        while end - pos >= 2 and max_frames:
+            max_frames -= 1
             first, second = buf[pos], buf[pos + 1]
             if first & 0x70:
                 raise ProtocolError(1002, "reserved bits set")
@@ -116,6 +124,7 @@ class FrameReader:
                 fragments.append(payload)
                 self._fragment_opcode = opcode
                 self._fragment_size = length
+        self.limited = not max_frames and end - pos >= 2
         if pos == 0 and buf is self._buffer:
             return out  # still waiting for the rest of one frame
         if pos < end:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +25,7 @@ from hypothesis import HealthCheck, settings
 
 from gateway.redis_store import RedisStore
 from gateway.store import MemoryStore, Store
+from history.database import sqlite_url
 from pipelines.contracts import load_settings
 from simulators.cartesia import CartesiaSimulator
 from simulators.chatterbox import ChatterboxSimulator
@@ -33,6 +37,7 @@ from simulators.n8n import N8nSimulator
 from simulators.openai_realtime import RealtimeSimulator
 from simulators.recall import RecallSimulator
 from simulators.server import RunningServer, serve
+from tests.postgres_server import PostgresServer, running_postgres
 from tests.redis_server import RedisServer, new_prefix, running_redis
 from tests.stack import SECRETS
 from voicegw.serve import running_gateway
@@ -47,6 +52,12 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Processes the tests start (`voicegw serve`, the agent) keep their SQLite history in a
+    directory of this run, never in the working tree's ./data."""
+    os.environ.setdefault("VOICEGW_DATA_DIR", tempfile.mkdtemp(prefix="voicegw-data-"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -228,6 +239,32 @@ async def peer(store: Store, store_env: dict[str, str]) -> AsyncIterator[Store]:
         yield redis
     finally:
         await redis.aclose()
+
+
+# -- the history database: SQLite, or PostgreSQL ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run (initdb takes a second or two); tests keep apart
+    by database (`database_url`). Tests that stop or freeze a server start their own."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_kind(request: pytest.FixtureRequest) -> str:
+    """Tests that take it run against both databases."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def database_url(database_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A history database of this test's own: a SQLite file, or a new PostgreSQL database."""
+    if database_kind == "sqlite":
+        return sqlite_url(tmp_path / "history.db")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return await server.new_database()
 
 
 # -- one simulator alone -----------------------------------------------------------------------

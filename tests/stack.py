@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from gateway.app import Gateway
 from gateway.store import Store
+from history import History
 from pipelines.contracts import load_settings
 from simulators.server import RunningServer
 from voicegw.serve import running_gateway
@@ -69,11 +70,18 @@ def gateway_env(**overrides: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def served_gateway(
-    env: dict[str, str], *, clock: FakeClock | None = None, store: Store | None = None
+    env: dict[str, str],
+    *,
+    clock: FakeClock | None = None,
+    store: Store | None = None,
+    history: History | None = None,
 ) -> AsyncIterator[Gw]:
     """The gateway on `env`, served as `voicegw serve` serves it, and a client for it; `clock`
-    times its breaker; `store` (the caller's to close) replaces the one `env` names."""
-    async with running_gateway(load_settings(env), clock=clock, store=store) as served:
+    times its breaker; `store` (the caller's to close) replaces the one `env` names; `history`
+    records its sessions (the gateway closes it)."""
+    async with running_gateway(
+        load_settings(env), clock=clock, store=store, history=history
+    ) as served:
         async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
             yield Gw(client=client, gateway=served.gateway, server=served.server)
 

@@ -19,11 +19,12 @@ from types import FrameType
 from typing import Any
 
 import jwt
-from livekit.agents import AgentServer, Plugin
+from livekit.agents import AgentServer, JobProcess, Plugin
 
-from pipelines.contracts import Settings
+from history import History, HistoryConfig
+from pipelines.contracts import Settings, load_settings
 from pipelines.livekit.pipeline import PipelineOptions
-from pipelines.livekit.worker import create_server
+from pipelines.livekit.worker import HISTORY, create_server, prewarm
 
 from . import providers
 from .logs import quiet_agent_libraries
@@ -47,7 +48,7 @@ def missing_for_agent(settings: Settings) -> list[str]:
 def run_agent(settings: Settings, *, dev: bool, log_level: str) -> None:
     """Run the worker until the process is told to stop; AgentFailed when it stops by itself."""
     providers.report(settings, ("agent",))
-    server = create_server(settings, devmode=dev)
+    server = create_server(settings, devmode=dev, setup=setup_job_process)
     framework = ("livekit.agents", *(p.logger.name for p in Plugin.registered_plugins if p.logger))
     quiet_agent_libraries(log_level, framework)
     logging.captureWarnings(True)  # a library's warning is one more JSON line, not raw text
@@ -55,6 +56,19 @@ def run_agent(settings: Settings, *, dev: bool, log_level: str) -> None:
     # worker signs its registration with it on every connection attempt.
     warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
     asyncio.run(serve_agent(server, devmode=dev))
+
+
+def setup_job_process(proc: JobProcess) -> None:
+    """Each job process: the worker's `prewarm`, and the session history its jobs record into
+    (HISTORY_ENABLED; the same database as the gateway's: DATABASE_URL, or the SQLite file
+    under VOICEGW_DATA_DIR). It brings the schema to head itself (under the migration lock),
+    so an agent service that starts before any gateway still records; it prunes nothing (the
+    gateway does)."""
+    prewarm(proc)
+    settings = load_settings(process="agent")
+    if settings.history_enabled:
+        history = History(HistoryConfig.from_settings(settings), migrate=True, retention=False)
+        proc.userdata[HISTORY] = history.recorder
 
 
 async def serve_agent(server: AgentServer, *, devmode: bool) -> None:

@@ -39,6 +39,15 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
+def history_problem(settings: Settings) -> None:
+    """Refuse to start, in one line, where the history cannot be kept."""
+    from history.database import unusable_data_dir
+
+    problem = unusable_data_dir(settings)
+    if problem:
+        fail(f"invalid configuration: {problem}")
+
+
 def settings_or_exit(process: Process = "gateway", *, dev_defaults: bool = True) -> Settings:
     """Settings from the environment; a bad configuration exits 2 naming every bad variable."""
     try:
@@ -105,6 +114,7 @@ def serve(host: str, port: int, simulate: bool | None, profile: str) -> None:
     settings = settings_or_exit()
     if simulate and settings.voicegw_env == "production":
         fail("--simulate is for dev; production talks to real providers")
+    history_problem(settings)
     logging.captureWarnings(True)  # a library's warning is one more JSON line, not raw text
     # LiveKit API secrets are LiveKit's to choose (`livekit-server --dev` uses "secret"); the
     # server API client and, simulated, the LiveKit stand-in sign and verify with it.
@@ -133,6 +143,7 @@ def agent(ctx: click.Context, mode: str) -> None:
     missing = missing_for_agent(settings)
     if missing:
         fail(f"invalid configuration: the agent requires {', '.join(missing)}")
+    history_problem(settings)
     try:
         run_agent(settings, dev=mode == "dev", log_level=log_level)
     except AgentFailed as exc:
@@ -364,3 +375,81 @@ def schemas(out: Path | None) -> None:
 
     for path in write_schemas(out or SCHEMA_DIR):
         click.echo(str(path))
+
+
+@main.command()
+@click.option("--since", help="started at or after: an age (7d, 24h, 30m) or an ISO 8601 time")
+@click.option("--until", help="started before: an age or an ISO 8601 time")
+@click.option("--mode", type=click.Choice(MODES), help="the mode first issued")
+@click.option("--reason", help="the routing rule that chose the mode (rollout, allowlist, ...)")
+@click.option("--user", help="the user (case-insensitive)")
+@click.option("--fell-back/--no-fell-back", "fell_back", default=None, help="fell back or not")
+@click.option(
+    "--tool-error/--no-tool-error", "tool_error", default=None, help="had a tool error or not"
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json", "jsonl", "csv"]),
+    default="table",
+    show_default=True,
+    help="jsonl and csv export every matching session (a session: its turns)",
+)
+@click.option("--session", "session_id", help="one session's turns and tool calls")
+@click.option(
+    "--compare",
+    is_flag=True,
+    help="per mode: sessions, fallback rate, tool error rate, voice-to-voice p50/p95",
+)
+def history(
+    since: str | None,
+    until: str | None,
+    mode: str | None,
+    reason: str | None,
+    user: str | None,
+    fell_back: bool | None,
+    tool_error: bool | None,
+    limit: int,
+    output: str,
+    session_id: str | None,
+    compare: bool,
+) -> None:
+    """Read the session history (DATABASE_URL, else the SQLite file under VOICEGW_DATA_DIR)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from .history_cli import HistoryQueryError, parse_filters, run_history
+
+    settings = settings_or_exit(dev_defaults=False)
+
+    def flag(value: bool | None) -> str | None:
+        return None if value is None else str(value).lower()
+
+    try:
+        where = parse_filters(
+            {
+                "since": since,
+                "until": until,
+                "mode": mode,
+                "reason": reason,
+                "user": user,
+                "fell_back": flag(fell_back),
+                "tool_error": flag(tool_error),
+            }
+        )
+        asyncio.run(
+            run_history(
+                settings,
+                where,
+                write=lambda text: click.echo(text, nl=False),
+                output=output,  # type: ignore[arg-type]  # click.Choice of Output's values
+                limit=limit,
+                session_id=session_id,
+                compare=compare,
+            )
+        )
+    except HistoryQueryError as exc:
+        fail(str(exc))
+    except (DBAPIError, OSError) as exc:
+        # By type: a driver's message can carry the connection string.
+        fail(f"the history database cannot be read ({type(exc).__name__})", 1)

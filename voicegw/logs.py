@@ -120,6 +120,7 @@ NOISY_LIBRARIES = (
     "websockets.client",
     "aiohttp.access",
     "urllib3.connectionpool",
+    "alembic",  # its plugins and dialect, at every start of every process that migrates
 )
 
 

@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute
 
 from gateway.app import Gateway, create_app
 from gateway.store import Store
+from history import History, HistoryConfig
 from pipelines.contracts import Settings
 from pipelines.contracts.settings import Process
 from relay.client_leg import DirectWebSocketProtocol
@@ -105,7 +106,7 @@ async def serve_gateway(
             providers.report(settings, uses, running)
             providers.report_routing(settings)
             config = uvicorn.Config(
-                create_app(settings, extra_routes=extra_routes),
+                create_app(settings, extra_routes=extra_routes, history=open_history(settings)),
                 host=host,
                 port=port,
                 log_config=None,
@@ -125,6 +126,26 @@ async def serve_gateway(
                 server.should_exit = True
                 with contextlib.suppress(asyncio.CancelledError):
                     await serving
+
+
+def open_history(settings: Settings, **options: Any) -> History | None:
+    """The process's session history (HISTORY_ENABLED), where its settings say, logged by
+    kind and place (never the URL: it may carry a password). Nothing connects yet: the
+    database may be down at start-up, and recording starts when it is back."""
+    if not settings.history_enabled:
+        log.info("session history off", extra={"history": "off"})
+        return None
+    config = HistoryConfig.from_settings(settings)
+    log.info(
+        "session history",
+        extra={
+            "history": config.kind,
+            "where": config.where,
+            "transcripts": config.transcripts,
+            "retention_days": config.retention_days,
+        },
+    )
+    return History(config, **options)
 
 
 async def _started(server: uvicorn.Server, serving: asyncio.Task[None]) -> bool:
@@ -190,12 +211,14 @@ async def running_gateway(
     *,
     store: Store | None = None,
     clock: Callable[[], float] | None = None,
+    history: History | None = None,
     **overrides: Any,
 ) -> AsyncIterator[ServedGateway]:
     """The gateway on a free port of 127.0.0.1 in this event loop until the block ends, served
     as `voicegw serve` serves it (`overrides` amend its uvicorn options). `store` and `clock`
-    replace the ones built from settings (tests)."""
-    app = create_app(settings, store=store, clock=clock or time.time)
+    replace the ones built from settings (tests); `history` records its sessions (none unless
+    given: a test's history is its own database)."""
+    app = create_app(settings, store=store, clock=clock or time.time, history=history)
     gateway: Gateway = app.state.gateway
     options = {**SERVER_OPTIONS, **server_options(settings), **overrides}
     try:

@@ -41,6 +41,12 @@ _RETRY_BACKOFF_S = 0.1
 _REMEMBERED_UNKNOWN = 64  # requests of unknown outcome remembered per executor
 
 
+def idempotency_key(session_id: str, call_id: str) -> str:
+    """The `Idempotency-Key` of one tool call (DESIGN.md): `<session_id>:<call_id>`, the
+    model's own call id, so a retry of the same call is the same key."""
+    return f"{session_id}:{call_id}"
+
+
 class ToolResult(BaseModel):
     """What a tool call came to. `output` is the text handed back to the model."""
 
@@ -51,6 +57,9 @@ class ToolResult(BaseModel):
     status: ToolStatus
     output: str
     duration_ms: float
+    # The Idempotency-Key n8n was sent (a repeat of a call of unknown outcome reuses the first
+    # call's); None when no request went out.
+    idempotency_key: str | None = None
 
 
 class N8nExecutor:
@@ -85,7 +94,8 @@ class N8nExecutor:
         self, *, session_id: str, call_id: str, name: str, arguments: str | Mapping[str, Any]
     ) -> ToolResult:
         started = time.perf_counter()
-        status, output = await self._run(session_id, call_id, name, arguments)
+        sent_as: list[str] = []
+        status, output = await self._run(session_id, call_id, name, arguments, sent_as)
         elapsed_s = time.perf_counter() - started
         result = ToolResult(
             call_id=call_id,
@@ -93,6 +103,7 @@ class N8nExecutor:
             status=status,
             output=output,
             duration_ms=to_ms(elapsed_s),
+            idempotency_key=sent_as[0] if sent_as else None,
         )
         # Unknown names share one label so a model inventing tools cannot grow the series.
         metric_name = name if name in self._tools else "unknown"
@@ -111,8 +122,15 @@ class N8nExecutor:
         return result
 
     async def _run(
-        self, session_id: str, call_id: str, name: str, arguments: str | Mapping[str, Any]
+        self,
+        session_id: str,
+        call_id: str,
+        name: str,
+        arguments: str | Mapping[str, Any],
+        sent_as: list[str],
     ) -> tuple[ToolStatus, str]:
+        """The call's outcome; `sent_as` gets the Idempotency-Key of the request, if one is
+        made."""
         tool = self._tools.get(name)
         if tool is None:
             return "error", _failure(name, "there is no tool with that name")
@@ -131,6 +149,8 @@ class N8nExecutor:
                 extra={"session_id": session_id, "call_id": call_id, "first_call_id": request_id},
             )
         sent = False
+        key = idempotency_key(session_id, request_id)
+        sent_as.append(key)
 
         async def trace(event: str, info: dict[str, Any]) -> None:
             nonlocal sent
@@ -142,7 +162,7 @@ class N8nExecutor:
                 code, body, clipped = await self._post(
                     f"{self._base_url}/{tool.webhook_path}",
                     body={"session_id": session_id, "call_id": request_id, **args},
-                    headers={"Idempotency-Key": f"{session_id}:{request_id}"},
+                    headers={"Idempotency-Key": key},
                     trace=trace,
                 )
         except (TimeoutError, httpx.TimeoutException):

@@ -10,6 +10,7 @@ importing each other. Who feeds what:
 - LiveKit worker: `TURN_STAGE_LATENCY{mode="livekit"}`, `UPSTREAM_ERRORS{mode="livekit"}`; it
   serves them itself with `start_metrics_server(METRICS_PORT)`.
 - the n8n executor (both modes): `TOOL_CALLS`, `TOOL_LATENCY`.
+- the session history's writer (gateway and worker): `HISTORY_UP`, `HISTORY_DROPPED`.
 
 Latencies are in seconds, as Prometheus expects; `observe_turn()` converts the contract's
 `*_ms` fields.
@@ -110,9 +111,24 @@ TOOL_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+# -- session history ------------------------------------------------------------------------
+
+HISTORY_UP = Gauge(
+    "voicegw_history_up",
+    "Whether the session history is being written: 0 while its database fails or its queue "
+    "is full (records are then dropped, never waited for).",
+)
+HISTORY_DROPPED = Counter(
+    "voicegw_history_dropped",
+    "Session history records not written, by why: queue_full (the database was down or slow "
+    "and the bounded queue filled) or rejected (the database refused the batch).",
+    ["reason"],
+)
+
 for _state in BREAKER_STATES:
     BREAKER_STATE.labels(state=_state).set(1 if _state == "closed" else 0)
 STORE_UP.set(1)
+HISTORY_UP.set(1)
 
 
 def to_ms(seconds: float) -> float:

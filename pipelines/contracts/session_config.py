@@ -17,6 +17,7 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 Reason = Literal[
     "forced", "breaker_open", "url_flag", "allowlist", "rollout", "default", "fallback"
 ]
+REASONS: tuple[Reason, ...] = get_args(Reason)
 
 
 class _Model(BaseModel):

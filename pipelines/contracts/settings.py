@@ -66,6 +66,10 @@ _SCHEMES = {
 }
 
 
+# DATABASE_URL: PostgreSQL through asyncpg, SQLite through aiosqlite (`history/database.py`).
+DATABASE_SCHEMES = frozenset(
+    {"postgresql", "postgres", "postgresql+asyncpg", "sqlite", "sqlite+aiosqlite"}
+)
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -216,6 +220,16 @@ class Settings(BaseSettings):
     # Concurrent relay sessions one session id may hold (a reload overlaps the closing one).
     relay_max_sessions_per_id: int = Field(2, ge=1, le=100)
 
+    # -- session history (README "Session history") ---------------------------------------
+    # PostgreSQL for several replicas and agent services; unset: a SQLite file under
+    # VOICEGW_DATA_DIR. A secret: it may carry a password.
+    database_url: SecretStr | None = None
+    voicegw_data_dir: str = Field("data", min_length=1)
+    history_enabled: bool = True
+    history_transcripts: bool = True  # false: keep everything but what people said
+    history_retention_days: int = Field(30, ge=1, le=3650)
+    history_queue_size: int = Field(10_000, ge=10, le=1_000_000)
+
     @field_validator("gateway_secret")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
@@ -232,6 +246,16 @@ class Settings(BaseSettings):
             parts = urlsplit(value.get_secret_value())
             if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
                 raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        # Names the schemes, never the URL (it may carry a password).
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in DATABASE_SCHEMES:
+                raise ValueError("must be a postgresql:// or sqlite:/// URL")
         return value
 
     @field_validator(*_SCHEMES)

@@ -31,11 +31,19 @@ from livekit.agents.voice.events import UserStateChangedEvent
 from livekit.plugins import deepgram, groq, silero
 from pydantic import ValidationError
 
-from pipelines.contracts import SYSTEM_PROMPT, DispatchMetadata, N8nExecutor, Settings
+from pipelines.contracts import (
+    SYSTEM_PROMPT,
+    DispatchMetadata,
+    N8nExecutor,
+    Settings,
+    VoiceError,
+)
+from pipelines.contracts.history import NO_SESSION_HISTORY, SessionHistory
 from pipelines.contracts.settings import TtsProvider
 
 from . import chatterbox
 from .latency import TurnRecord, TurnTracker, VoiceToVoice, estimated_voice_to_voice
+from .recording import SessionRecording
 from .speculation import SpeculationGate, SpeculationOptions
 from .state import StateBridge, StatePublisher
 from .tools import ToolListeners, build_tools
@@ -412,14 +420,18 @@ class Wired:
     bridge: StateBridge
     tracker: TurnTracker
     executor: N8nExecutor
+    recording: SessionRecording
     meter: UsageMeter | None = None
 
     async def aclose(self) -> None:
-        """Close the session, then its helpers (the state messages queued go out first)."""
+        """Close the session, then its helpers (the state messages queued go out first); the
+        history hears how it ended last."""
         await close_session(self.session)
         await self.tracker.aclose()
         await self.bridge.aclose()
         await self.executor.aclose()
+        self.recording.detach(self.session)
+        self.recording.ended()
 
 
 def wire(
@@ -431,31 +443,43 @@ def wire(
     on_turn: Callable[[TurnRecord], None] | None = None,
     voice_to_voice: VoiceToVoice = estimated_voice_to_voice,
     meter: UsageMeter | None = None,
+    history: SessionHistory = NO_SESSION_HISTORY,
 ) -> Wired:
     """`session` (from `build_session`) wired for `session_id`: its state messages go to
-    `publisher`, each complete turn goes out as `metrics.turn` and then to `on_turn`, and the
-    shared tools run through the n8n executor. Call it once `publisher` can deliver and before
+    `publisher`, each complete turn goes out as `metrics.turn` and then to `on_turn`, the
+    shared tools run through the n8n executor, and `history` records the turns, tool calls,
+    errors and how the session closed. Call it once `publisher` can deliver and before
     `session.start()`, so the page sees `initializing`."""
-    bridge = StateBridge(publisher, session_id=session_id)
+    recording: SessionRecording | None = None
+
+    def voice_error(error: VoiceError) -> None:
+        if recording is not None:
+            recording.error(error)
+
+    bridge = StateBridge(publisher, session_id=session_id, on_error=voice_error)
 
     def turn_done(turn: TurnRecord) -> None:
         bridge.send(turn.metrics())
+        if recording is not None:
+            recording.turn(turn)
         if on_turn is not None:
             on_turn(turn)
 
     tracker = TurnTracker(session_id=session_id, on_turn=turn_done, voice_to_voice=voice_to_voice)
+    recording = SessionRecording(history, tracker)
     executor = N8nExecutor(options.n8n_webhook_base_url, timeout_s=options.n8n_timeout_s)
     tools = build_tools(
         executor,
         session_id=session_id,
-        listener=ToolListeners(bridge, tracker),
+        listener=ToolListeners(bridge, tracker, recording),
         filler_s=options.tool_filler_s,
         filler_text=options.tool_filler_text,
     )
     bridge.attach(session)
     tracker.attach(session)
+    recording.attach(session)
     agent = build_agent(options, tools, meter)
-    return Wired(session, agent, bridge, tracker, executor, meter)
+    return Wired(session, agent, bridge, tracker, executor, recording, meter)
 
 
 async def close_session(session: AgentSession[Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from livekit import rtc
@@ -91,9 +92,17 @@ class StateBridge:
     """Session events → state messages, sent in order by one task. Also the sink of the
     tools' started/finished events and of `metrics.turn`."""
 
-    def __init__(self, publisher: StatePublisher, *, session_id: str) -> None:
+    def __init__(
+        self,
+        publisher: StatePublisher,
+        *,
+        session_id: str,
+        on_error: Callable[[VoiceError], None] | None = None,
+    ) -> None:
+        """`on_error` hears every `voice.error` as it is sent (the session history)."""
         self._publisher = publisher
         self._session_id = session_id
+        self._on_voice_error = on_error
         self._queue: asyncio.Queue[StateMessage | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._session: AgentSession[Any] | None = None
@@ -111,6 +120,8 @@ class StateBridge:
 
     def send(self, message: StateMessage) -> None:
         self._queue.put_nowait(message)
+        if self._on_voice_error is not None and isinstance(message, VoiceError):
+            self._on_voice_error(message)
 
     def tool_started(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
         self.send(ToolStarted(call_id=call_id, name=name))

@@ -3,6 +3,11 @@
 Settings are read here, at the edge: once per process in `prewarm` (which also loads Silero,
 once per process), and turned into explicit `PipelineOptions` for the session factory.
 
+The session history is the composition root's to give: a setup function of its own (run in
+each job process, after `prewarm`) may put a `HistoryRecorder` in the process's userdata under
+`HISTORY`; each job then records into it as one half of its session, and flushes it when the
+job ends. Without one, nothing is recorded.
+
 Load: the worker tells LiveKit the share of its capacity it holds (`SessionLoad`: active
 sessions / AGENT_MAX_SESSIONS) and is full at 1, so LiveKit stops sending it work exactly when
 it holds that many sessions. livekit-agents' default load is the host's CPU over a moving
@@ -19,13 +24,15 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess, llm, room_io, stt, tts
 
-from pipelines.contracts import Settings, load_settings
+from pipelines.contracts import DispatchMetadata, Settings, load_settings
+from pipelines.contracts.history import NO_HISTORY, HistoryRecorder
 from pipelines.contracts.metrics import observe_turn
 
 from .latency import TurnRecord
@@ -34,6 +41,8 @@ from .state import DataChannelPublisher
 from .usage import UsageMeter
 
 log = logging.getLogger("voicegw.livekit.worker")
+
+HISTORY = "history"  # the job process's HistoryRecorder in JobProcess.userdata, if any
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -60,6 +69,7 @@ async def entrypoint(ctx: JobContext) -> None:
     def on_turn(turn: TurnRecord) -> None:
         observe_turn("livekit", turn.metrics().model_dump(exclude={"type"}))
 
+    recorder: HistoryRecorder = ctx.proc.userdata.get(HISTORY, NO_HISTORY)
     wired = wire(
         session,
         options,
@@ -67,10 +77,14 @@ async def entrypoint(ctx: JobContext) -> None:
         session_id=session_id,
         on_turn=on_turn,
         meter=meter,
+        history=recorder.open(
+            session_id=session_id, mode="livekit", user=_user_of(ctx.job.metadata)
+        ),
     )
 
     async def cleanup(*_: Any) -> None:
         await wired.aclose()
+        await recorder.flush()  # the job process may end with the job
         usage = meter.usage
         log.info(
             "job finished",
@@ -90,6 +104,13 @@ async def entrypoint(ctx: JobContext) -> None:
     )
 
 
+def _user_of(job_metadata: str | None) -> str | None:
+    try:
+        return DispatchMetadata.model_validate_json(job_metadata or "").user
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class SessionLoad:
     """The worker's load for LiveKit: the sessions it runs over `capacity`, at most 1. A
@@ -101,16 +122,22 @@ class SessionLoad:
         return min(1.0, len(server.active_jobs) / self.capacity)
 
 
-def create_server(settings: Settings, *, devmode: bool = False) -> AgentServer:
+def create_server(
+    settings: Settings,
+    *,
+    devmode: bool = False,
+    setup: Callable[[JobProcess], None] = prewarm,
+) -> AgentServer:
     """The worker, registered for explicit dispatch under LIVEKIT_AGENT_NAME, full at
     AGENT_MAX_SESSIONS sessions. Its health endpoint is on AGENT_HEALTH_PORT in `start`, on a
-    free port in `dev` (as livekit-agents does)."""
+    free port in `dev` (as livekit-agents does). `setup` runs in each job process (a
+    module-level function: job processes import it); the default is `prewarm`."""
 
     def secret(value: Any) -> str | None:
         return None if value is None else str(value.get_secret_value())
 
     server = AgentServer(
-        setup_fnc=prewarm,
+        setup_fnc=setup,
         ws_url=settings.livekit_url,
         api_key=secret(settings.livekit_api_key),
         api_secret=secret(settings.livekit_api_secret),

@@ -19,6 +19,7 @@ from typing import Any
 
 from openai.types.realtime import (
     ConversationItemInputAudioTranscriptionCompletedEvent,
+    InputAudioBufferCommittedEvent,
     InputAudioBufferSpeechStoppedEvent,
     ResponseAudioTranscriptDoneEvent,
     ResponseDoneEvent,
@@ -40,6 +41,7 @@ from pipelines.contracts import (
     VoiceError,
     fatal_error,
 )
+from pipelines.contracts.history import NO_SESSION_HISTORY, SessionHistory
 from pipelines.contracts.messages import AgentStateName
 from pipelines.contracts.metrics import to_ms
 
@@ -48,6 +50,7 @@ from .client import Passed, append_audio_chars, check_client_frame
 from .options import BYTES_PER_MS, RealtimeOptions, session_update
 
 _NOTHING: tuple[Action, ...] = ()
+_REMEMBERED_ITEMS = 32  # user items whose late transcript can still find its turn
 _TYPE_PREFIX = '{"type":"'
 _AUDIO_DELTA = b'{"type":"response.output_audio.delta"'
 
@@ -114,9 +117,12 @@ class RelayProtocol:
         *,
         limits: RelayLimits | None = None,
         tools: Mapping[str, ToolSpec] | None = None,
+        history: SessionHistory = NO_SESSION_HISTORY,
     ) -> None:
         """`options` is what the server imposes upstream; `tools` defaults to the catalogue
-        given in `options`."""
+        given in `options`; `history` hears each turn's words, tool calls and latency (a turn
+        starts when the user's audio is committed; a transcript that arrives late finds its
+        turn by the item it transcribes)."""
         self.options = options
         self.limits = limits or RelayLimits()
         self._tools = tools if tools is not None else {t.name: t for t in options.tools}
@@ -134,6 +140,10 @@ class RelayProtocol:
         self._pending: dict[str, str] = {}  # call_id -> tool name
         self._needs_response = False
         self.malformed_upstream = 0
+        self._history = history
+        self._turn_number = 0  # turns are numbered from 1; 0 is before the user first spoke
+        self._item_turns: dict[str, int] = {}  # user item id -> its turn
+        self._calls: dict[str, tuple[int, dict[str, Any]]] = {}  # call_id -> turn, arguments
 
     # -- session start -----------------------------------------------------------------------
 
@@ -272,7 +282,11 @@ class RelayProtocol:
         self._set_state("thinking", out)
         return out
 
-    def _on_committed(self, _: None, now: float) -> Sequence[Action]:
+    def _on_committed(self, event: InputAudioBufferCommittedEvent, now: float) -> Sequence[Action]:
+        self._turn_number += 1
+        self._item_turns[event.item_id] = self._turn_number
+        if len(self._item_turns) > _REMEMBERED_ITEMS:
+            del self._item_turns[next(iter(self._item_turns))]
         if self._turn.stopped_at is None:
             self._turn.stopped_at = now
         out: list[Action] = []
@@ -284,6 +298,8 @@ class RelayProtocol:
     ) -> Sequence[Action]:
         if self._turn.transcribed_at is None:
             self._turn.transcribed_at = now
+        turn = self._item_turns.get(event.item_id, self._turn_number)
+        self._history.user_said(turn, event.transcript)
         return (ToClient(TranscriptUser(text=event.transcript, final=True).to_json()),)
 
     def _on_response_created(self, _: None, now: float) -> Sequence[Action]:
@@ -323,6 +339,7 @@ class RelayProtocol:
             text = event.transcript
         else:
             text = event.text
+        self._history.agent_said(self._turn_number, text)
         return (ToClient(TranscriptAssistant(text=text, final=True).to_json()),)
 
     def _on_arguments_done(
@@ -336,17 +353,24 @@ class RelayProtocol:
         tool = self._tools.get(name)
         if tool is None:
             why = f"The {name} tool does not exist. Tell the user you cannot do that."
-            out += self._finish_call(call_id, name, "error", why, 0.0)
+            out += self._refuse_call(call_id, name, why, event.arguments)
             return out
         try:
             arguments = tool.validate_arguments(event.arguments)
         except ToolArgumentError as exc:
             why = f"{exc}. Ask the user for what is missing and try again."
-            out += self._finish_call(call_id, name, "error", why, 0.0)
+            out += self._refuse_call(call_id, name, why, event.arguments)
             return out
         self._pending[call_id] = name
+        self._calls[call_id] = (self._turn_number, arguments)
         out.append(StartTool(call_id=call_id, name=name, arguments=arguments))
         return out
+
+    def _refuse_call(self, call_id: str, name: str, why: str, arguments: str) -> list[Action]:
+        """A call that never runs (no such tool, bad arguments): the model hears why."""
+        refused = ToolResult(call_id=call_id, name=name, status="error", output=why, duration_ms=0)
+        self._history.tool_called(self._turn_number, refused, arguments)
+        return self._finish_call(call_id, name, "error", why, 0.0)
 
     def _on_response_done(self, event: ResponseDoneEvent, now: float) -> Sequence[Action]:
         self._response_active = False
@@ -372,6 +396,7 @@ class RelayProtocol:
         if turn.first_audio_at is not None and not turn.reported:
             turn.reported = True
             metrics = self._metrics(turn)
+            self._history.turn_metrics(self._turn_number, metrics)
             out.append(ToClient(metrics.to_json(), turn=metrics))
         self._set_state(self._resting_state(), out)
         out += self._maybe_respond()
@@ -398,6 +423,8 @@ class RelayProtocol:
         """A `StartTool` came back (the executor never raises, so this always happens)."""
         if self._pending.pop(result.call_id, None) is None:
             return _NOTHING
+        turn, arguments = self._calls.pop(result.call_id)
+        self._history.tool_called(turn, result, arguments)
         out = self._finish_call(
             result.call_id, result.name, result.status, result.output, result.duration_ms
         )
@@ -452,7 +479,10 @@ _HANDLERS: dict[str, tuple[type[BaseModel] | None, _Handler]] = {
         InputAudioBufferSpeechStoppedEvent,
         RelayProtocol._on_speech_stopped,
     ),
-    "input_audio_buffer.committed": (None, RelayProtocol._on_committed),
+    "input_audio_buffer.committed": (
+        InputAudioBufferCommittedEvent,
+        RelayProtocol._on_committed,
+    ),
     "conversation.item.input_audio_transcription.completed": (
         ConversationItemInputAudioTranscriptionCompletedEvent,
         RelayProtocol._on_user_transcript,

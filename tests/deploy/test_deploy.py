@@ -115,6 +115,8 @@ def test_health_check_and_entry_point() -> None:
         for k in range(0, len(i.value) - 1, 2)
     }
     assert env.get("SERVICE") == "gateway" and env.get("PORT") == "8080"
+    # The SQLite history goes where the unprivileged user may write (/app is root's).
+    assert env.get("VOICEGW_DATA_DIR") == "/home/app/data"
     assert "/opt/venv/bin" in env.get("PATH", "")
 
 

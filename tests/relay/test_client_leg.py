@@ -23,6 +23,7 @@ from websockets.protocol import CONNECTING, OPEN
 from websockets.uri import parse_uri
 
 from pipelines.contracts import load_settings
+from relay import session as relay_session
 from simulators.openai_realtime import RealtimeSimulator, silence
 from voicegw.serve import ServedGateway, running_gateway
 
@@ -356,7 +357,10 @@ async def test_a_client_that_never_reads_is_cut_off_and_its_memory_freed(
         assert not held_by_server(served, peer)
         assert buffered < _BUFFER_BOUND
         await upstreams_closed(realtime)
-        assert REGISTRY.get_sample_value("voicegw_relay_sessions_active") == active
+        # The session ends once its close returns; a metric has no event to wait on.
+        async with asyncio.timeout(TIMEOUT_S):
+            while REGISTRY.get_sample_value("voicegw_relay_sessions_active") != active:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
 
 
 async def test_the_frame_size_limit_is_the_relays_own(
@@ -375,4 +379,47 @@ async def test_the_frame_size_limit_is_the_relays_own(
             if f.opcode is Opcode.TEXT and json.loads(bytes(f.data))["type"] == "voice.error"
         ]
     assert [e["code"] for e in errors] == ["frame_too_large"]
+    await upstreams_closed(realtime)
+
+
+async def test_a_client_flooding_on_past_the_close_is_cut_off_at_once(
+    direct: Relay, realtime: RealtimeSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17.1, as bench/soak.py found it: a flood trips the message rate and the relay's
+    close frame goes out, but a client that goes on sending instead of answering must not be
+    read until the close timeout (the server parsed at the loopback's speed for that second, a
+    core per attacker). Past what a closing client could have had in flight it is cut off, so
+    all it gets to send is what the two sockets' buffers hold (about 6 MB here), however long
+    the close timeout (made 5 s here, so reading on until it would take far more)."""
+    monkeypatch.setattr(relay_session, "CLIENT_CLOSE_TIMEOUT_S", 5.0)
+    loop = asyncio.get_running_loop()
+    sock = await never_reading_client(direct)
+    burst = FLOODS["empty binary"] * 2000
+    sent = 0
+    try:
+        async with asyncio.timeout(3 * TIMEOUT_S):
+            while True:
+                await loop.sock_sendall(sock, burst)
+                sent += len(burst)
+    except ConnectionError:
+        pass
+    finally:
+        sock.close()
+    assert sent < 24 * 1024 * 1024
+    await upstreams_closed(realtime)
+
+
+async def test_a_burst_over_the_rate_is_not_parsed_past_it(
+    direct: Relay, realtime: RealtimeSimulator
+) -> None:
+    """Issue 17.1, as bench/soak.py found it: 4,000 pings in one write. The session ends at
+    the message rate (1008), and the relay parses (and answers) at most one batch of frames past
+    that, not the whole read: a read of tiny frames is tens of thousands of them, tens of
+    milliseconds of the event loop per read, which every other session waited for."""
+    async with raw_client(direct) as raw:
+        raw.write(FLOODS["ping"] * 4000)
+        with contextlib.suppress(ConnectionResetError):  # cut off: it never answers the close
+            await raw.close_code()
+    pongs = sum(frame.opcode is Opcode.PONG for frame in raw.frames)
+    assert 200 < pongs <= 300  # over the rate, within one batch (256); a read is ~500 here
     await upstreams_closed(realtime)

@@ -330,3 +330,25 @@ def test_sender_answers_a_close_with_its_code_and_closes() -> None:
     FrameSender(transport, mask=True).answer_close(close_payload(4000, "done"))
     frames = FrameReader(masked=True, max_size=1024).feed(b"".join(transport.written))
     assert frames == [(CLOSE, close_payload(4000))] and transport.closed
+
+
+def test_a_frame_limit_leaves_the_rest_for_the_next_feed() -> None:
+    """`max_frames` parses that many frames and keeps the rest, fragments included, so that
+    feeding on gives exactly what one unlimited feed gives."""
+    client = library_client()
+    for i in range(5):
+        client.send_binary(bytes([i]))
+    client.send_text(b"he", fin=False)
+    client.send_continuation(b"llo", fin=True)
+    client.send_ping(b"p")
+    data = sent_by(client)
+    whole = FrameReader(masked=True, max_size=1 << 20).feed(data)
+    reader = FrameReader(masked=True, max_size=1 << 20)
+    batches = [reader.feed(data, max_frames=3)]
+    while reader.limited:
+        batches.append(reader.feed(b"", max_frames=3))
+    # 8 frames in batches of 3; the fragments are one message, in the batch of their last
+    assert [len(batch) for batch in batches] == [3, 2, 2]
+    assert [frame for batch in batches for frame in batch] == whole
+    assert reader.pending == 0
+    assert whole[5:] == [(TEXT, b"hello"), (PING, b"p")]

@@ -281,6 +281,24 @@ def test_a_port_in_use_is_said_first_and_alone() -> None:
     ]
 
 
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["agent", "dev"]])
+def test_a_data_dir_that_cannot_hold_the_history_is_said_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    env = {"VOICEGW_DATA_DIR": str(taken / "data")}
+    if command[0] == "agent":
+        env.update(DEEPGRAM_API_KEY="dg", GROQ_API_KEY="gsk", CHATTERBOX_API_KEY="cb")
+    result = subprocess.run(
+        [*VOICEGW, *command], env=clean_env(env), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("voicegw:")]
+    assert line.startswith("voicegw: invalid configuration: VOICEGW_DATA_DIR: cannot make")
+    assert "Traceback" not in result.stderr
+
+
 def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
     schemathesis = Path(sys.executable).parent / "schemathesis"
     if not schemathesis.exists():

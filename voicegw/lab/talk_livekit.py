@@ -21,6 +21,7 @@ from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from pipelines.contracts import Settings
+from pipelines.contracts.history import NO_SESSION_HISTORY, SessionHistory
 from pipelines.contracts.metrics import to_ms
 from pipelines.contracts.prices import Usage
 from pipelines.livekit.latency import TurnRecord
@@ -73,10 +74,11 @@ async def talk(
     settle_timeout_s: float = 30.0,
     observe: Callable[[AgentSession[Any]], None] | None = None,
     on_turn: Callable[[Turn], None] | None = None,
+    history: SessionHistory = NO_SESSION_HISTORY,
 ) -> LiveKitRun:
     """Play `samples` to the pipeline in real time and return what happened, turn by turn
-    (`on_turn` hears of each as it ends). Cancelling it is safe: the session and its helpers
-    are closed."""
+    (`on_turn` hears of each as it ends; `history` records the session as a worker's job
+    does). Cancelling it is safe: the session and its helpers are closed."""
     if utterances is None:
         utterances = find_utterances(samples, sample_rate)
     source = FileAudioInput(samples, sample_rate)
@@ -106,6 +108,7 @@ async def talk(
         voice_to_voice=voice_to_voice,
         meter=meter,
         on_turn=None if on_turn is None else lambda record: on_turn(turn_of(record)),
+        history=history,
     )
     if observe is not None:
         observe(session)  # benchmarks add their own listeners
