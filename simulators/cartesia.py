@@ -17,11 +17,9 @@ is not buffered: `max_buffer_delay_ms` is validated, each input is spoken as it 
 
 Audio is a tone (~55 ms per character, as the Chatterbox simulator's) or, with `speak`,
 espeak-ng speech, in the requested encoding and rate, in `chunk_ms` chunks: the first
-`ttfb_s` after the request (or the context's first input), the rest at `realtime_factor`
-times real time (0: as fast as the socket takes them). `fail_next` fails the next generations
-with `fail_status`; `drop_next` drops the connection after their first chunk. `syntheses`
-records each generation (what was asked, the delay applied, the audio sent); `requests` and
-`characters` count them for benchmarks.
+`ttfb_s` after the request (or the context's first input), the rest paced by
+`realtime_factor`. The knobs (`fail_next`, `drop_next`, ...) and records (`syntheses`,
+`requests`, `characters`) are the ones every TTS simulator has (`simulators.tts_common`).
 """
 
 from __future__ import annotations
@@ -29,17 +27,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import json
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
@@ -47,7 +41,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from .speech import have_espeak, speak
+from .tts_common import Generation, Samples, Timing, TtsKnobs, encode
 
 MODELS = frozenset(
     "sonic sonic-2 sonic-2-2025-03-07 sonic-3 sonic-3.5 sonic-english sonic-latest sonic-lite "
@@ -61,7 +55,6 @@ LANGUAGES = frozenset(
     "en es fr de pt zh ja hi ko it nl pl ru sv tr tl bg ro ar cs el fi hr ms sk da ta uk hu no "
     "vi bn th he ka id te gu kn ml mr or pa ur".split()
 )
-MS_PER_CHAR = 55
 _STRUCTURED_ERRORS_SINCE = "2026-03-01"
 _SIMULATED_ENCODINGS = frozenset({"pcm_s16le", "pcm_f32le"})
 _EMBEDDING_SIZE = 192
@@ -70,8 +63,6 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 # the same" (a manual flush is an input too).
 _PER_INPUT_FIELDS = frozenset({"transcript", "continue", "duration", "flush", "context_id"})
 _STREAM_FLAGS = ("continue", "flush", "add_timestamps", "add_phoneme_timestamps")
-
-Samples = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -89,71 +80,6 @@ def _invalid(message: str) -> Problem:
 
 
 @dataclass
-class Timing:
-    """When one generation's chunks go out: the first `ttfb_s` after `started`, the rest at
-    `realtime_factor` times real time. `first_audio_s` is what the simulator's clock saw."""
-
-    ttfb_s: float
-    realtime_factor: float
-    started: float = field(default_factory=time.perf_counter)
-    first_audio_s: float | None = None
-    audio_s: float = 0.0
-
-    async def before_chunk(self) -> None:
-        now = time.perf_counter()
-        if self.first_audio_s is None:
-            if self.ttfb_s > now - self.started:
-                await asyncio.sleep(self.ttfb_s - (now - self.started))
-            self.first_audio_s = time.perf_counter() - self.started
-            return
-        due = self.started + self.first_audio_s + self.audio_s * self.realtime_factor
-        if due > now:
-            await asyncio.sleep(due - now)
-
-    def sent(self, seconds: float) -> None:
-        self.audio_s += seconds
-
-
-async def render(text: str, sample_rate: int, *, ms_per_char: float, spoken: bool) -> Samples:
-    """Audible mono audio in [-1, 1] for `text`: espeak-ng speech when `spoken` (and
-    installed), else a tone of `ms_per_char` per character that is never silent."""
-    if spoken and have_espeak():
-        with contextlib.suppress(ValueError):  # nothing pronounceable: fall back to the tone
-            pcm = await asyncio.to_thread(_spoken, text.strip(), sample_rate)
-            return (pcm / 32768).astype(np.float32)
-    t = np.arange(max(1, round(len(text) * ms_per_char / 1000 * sample_rate))) / sample_rate
-    return (0.3 * np.sin(2 * np.pi * 220.0 * t) + 0.05).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=64)
-def _spoken(text: str, sample_rate: int) -> npt.NDArray[np.int16]:
-    return speak(text, sample_rate=sample_rate)
-
-
-def encode(samples: Samples, encoding: str) -> bytes:
-    if encoding == "pcm_f32le":
-        return samples.astype("<f4").tobytes()
-    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
-
-
-Outcome = Literal["open", "done", "cancelled", "failed", "dropped"]
-
-
-@dataclass(kw_only=True)
-class Generation:
-    """How a generation went: `open` until it ends, when `ended` is set."""
-
-    outcome: Outcome = "open"
-    ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
-
-    def end(self, outcome: Outcome) -> None:
-        """Record the ending (the first one counts) and wake whoever waits for it."""
-        if self.outcome == "open":
-            self.outcome = outcome
-        self.ended.set()
-
-
-@dataclass
 class Synthesis(Generation):
     """One generation: a `/tts/bytes` request or a WebSocket context."""
 
@@ -168,23 +94,11 @@ class Synthesis(Generation):
 
 
 @dataclass
-class CartesiaSimulator:
-    """The ASGI app is `self.app`; the plugin's `base_url` is the server's http:// origin."""
+class CartesiaSimulator(TtsKnobs[Synthesis]):
+    """The ASGI app is `self.app`; the plugin's `base_url` is the server's http:// origin.
+    Knobs and records: `simulators.tts_common.TtsKnobs`."""
 
     api_key: str = "sim-cartesia-key"
-    ttfb_s: float = 0.0
-    chunk_ms: int = 40
-    realtime_factor: float = 0.0
-    ms_per_char: float = MS_PER_CHAR
-    speak: bool = False
-    fail_next: int = 0
-    fail_status: int = 500
-    drop_next: int = 0
-    syntheses: list[Synthesis] = field(default_factory=list)
-    received: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    connections: list[dict[str, str]] = field(default_factory=list)
-    characters: int = 0  # characters whose synthesis started (whitespace at the ends excluded)
 
     def __post_init__(self) -> None:
         self.app = Starlette(
@@ -193,11 +107,6 @@ class CartesiaSimulator:
                 WebSocketRoute("/tts/websocket", self._websocket),
             ]
         )
-
-    @property
-    def requests(self) -> int:
-        """Generations asked for: `/tts/bytes` requests plus WebSocket contexts."""
-        return len(self.syntheses)
 
     def start(
         self, transport: Literal["bytes", "websocket"], context_id: str, body: Any
@@ -209,17 +118,10 @@ class CartesiaSimulator:
             body["voice"],
             body["output_format"],
             body.get("language"),
-            Timing(self.ttfb_s, self.realtime_factor),
+            self.timing(),
         )
         self.syntheses.append(synthesis)
         return synthesis
-
-    def take(self, knob: Literal["fail_next", "drop_next"]) -> bool:
-        """Whether this generation fails (or drops), counting the knob down."""
-        if getattr(self, knob) <= 0:
-            return False
-        setattr(self, knob, getattr(self, knob) - 1)
-        return True
 
     def failure(self) -> Problem:
         return Problem(self.fail_status, "Synthesis failed", "(simulated) synthesis failed")
@@ -228,14 +130,9 @@ class CartesiaSimulator:
         self, synthesis: Synthesis, text: str, sample_rate: int
     ) -> AsyncIterator[Samples]:
         """`text` as audio in `chunk_ms` pieces, each released when its timing allows."""
-        self.characters += len(text.strip())
-        samples = await render(text, sample_rate, ms_per_char=self.ms_per_char, spoken=self.speak)
-        step = max(1, sample_rate * self.chunk_ms // 1000)
-        for offset in range(0, len(samples), step):
-            await synthesis.timing.before_chunk()
-            chunk = samples[offset : offset + step]
-            yield chunk
-            synthesis.timing.sent(len(chunk) / sample_rate)
+        samples = await self.render(text, sample_rate)
+        async for start, end in self.paced(synthesis.timing, samples, sample_rate):
+            yield samples[start:end]
 
     def authorized(self, headers: Headers, query: QueryParams | None = None) -> bool:
         key = headers.get("x-api-key")

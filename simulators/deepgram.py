@@ -6,7 +6,9 @@ frames carry linear16 audio, text frames carry `KeepAlive`/`Finalize`/`CloseStre
 with `SpeechStarted`, interim and final `Results` (`is_final`, `speech_final`), `UtteranceEnd`
 when `utterance_end_ms` is set, and `Metadata` on close.
 
-The transcript is scripted, not recognised: each utterance takes the next scripted item. The
+The transcript is scripted, not recognised: each utterance takes the next scripted item (and
+its interims reveal, word by word as the speech goes on, that item's entry in `interims` when
+there is one: a recogniser that changes its mind before the final). The
 simulator listens to the audio level the way Deepgram's endpointing does: speech starts when the
 audio turns loud; once it has been silent for `hangover_s` the current segment ends, and its
 final (`is_final` + `speech_final`) is sent `final_delay_s` after speech ended (the wall time
@@ -51,11 +53,13 @@ class DeepgramSimulator:
     """The ASGI app is `self.app`; the client's `base_url` is `<ws_url>/v1/listen`."""
 
     transcripts: list[str] = field(default_factory=list)
+    interims: list[str | None] = field(default_factory=list)  # per item, when not the final
     api_key: str = "sim-deepgram-key"
     final_delay_s: float = 0.0
     hangover_s: float = 0.1
     utterance_gap_s: float = 1.0
     interim_every_s: float = 0.3
+    seconds_per_word: float = _SECONDS_PER_WORD  # how fast interims reveal their words
     finalize: bool = True
     speech_level: float = 0.02
     record_audio: bool = False  # keep each stream's audio on its Connection (tests)
@@ -68,7 +72,8 @@ class DeepgramSimulator:
     def __post_init__(self) -> None:
         self.app = Starlette(routes=[WebSocketRoute("/v1/listen", self._handle)])
 
-    def _next_item(self) -> list[str]:
+    def _next_item(self) -> tuple[list[str], list[str]]:
+        """The next item's final segments, and what its interims reveal."""
         index = self._items
         self._items += 1
         text = (
@@ -76,7 +81,9 @@ class DeepgramSimulator:
             if index < len(self.transcripts)
             else f"(simulated) utterance {index + 1}"
         )
-        return [segment.strip() for segment in text.split("|") if segment.strip()]
+        finals = _segments(text)
+        interim = self.interims[index] if index < len(self.interims) else None
+        return finals, list(finals) if interim is None else _segments(interim)
 
     async def _handle(self, websocket: WebSocket) -> None:
         problem = self._check(websocket)
@@ -116,6 +123,10 @@ class DeepgramSimulator:
         return None
 
 
+def _segments(text: str) -> list[str]:
+    return [segment.strip() for segment in text.split("|") if segment.strip()]
+
+
 class _Stream:
     def __init__(self, sim: DeepgramSimulator, websocket: WebSocket, connection: Connection):
         params = connection.params
@@ -139,6 +150,7 @@ class _Stream:
         self.silence_wall: float | None = None
         self.last_interim_s = 0.0
         self.segments: list[str] = []
+        self.interim_segments: list[str] = []
         self.utterance_open = False
         self.utterance_end_sent = True
         self.final_task: asyncio.Task[None] | None = None
@@ -249,7 +261,7 @@ class _Stream:
         )
         if new_utterance or not self.segments:
             if new_utterance:
-                self.segments = self.sim._next_item()
+                self.segments, self.interim_segments = self.sim._next_item()
                 self.utterance_open = True
         self.speaking = True
         self.utterance_end_sent = False
@@ -270,6 +282,8 @@ class _Stream:
 
     async def _send_final(self, *, from_finalize: bool) -> None:
         text = self.segments.pop(0) if self.segments else ""
+        if self.interim_segments:
+            self.interim_segments.pop(0)
         self.speaking = False
         self.final_task = None
         self.sim.finals.append(text)
@@ -298,10 +312,10 @@ class _Stream:
         )
 
     def _partial(self) -> str:
-        if not self.segments:
+        if not self.interim_segments:
             return ""
-        words = self.segments[0].split()
-        spoken = int((self.audio_s - self.segment_start_s) / _SECONDS_PER_WORD) + 1
+        words = self.interim_segments[0].split()
+        spoken = int((self.audio_s - self.segment_start_s) / self.sim.seconds_per_word) + 1
         return " ".join(words[: min(len(words), spoken)])
 
     def _results(

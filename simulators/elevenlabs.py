@@ -9,7 +9,8 @@ a malformed request a FastAPI-style 422, and what the API itself refuses (unknow
 voice, too much text) a 400 with a `detail.status`. On the WebSocket, malformed query
 parameters fail the handshake (403: a FastAPI app closing 1008 before accepting); the key,
 model and voice are checked at the first message, answered `{"error", "message", "code":
-1008, "contextId"}` and a 1008 close.
+1008, "contextId"}` and a 1008 close. The catalogue and the checks are in
+`elevenlabs_checks.py`.
 
 Contexts follow the AsyncAPI spec: the first message with `text` opens one (its
 `voice_settings` may not change later: the socket closes 1008, as the service does); text
@@ -24,8 +25,8 @@ it a generation's first chunk carries them all).
 Audio is the Cartesia simulator's tone or espeak-ng speech as PCM, or MP3 at the requested
 rate and bit rate (PyAV); u-law, a-law and Opus are validated but answered as not simulated.
 Knobs (`ttfb_s`, `chunk_ms`, `realtime_factor`, `ms_per_char`, `speak`, `fail_next` with
-`fail_status`, `drop_next`) and records (`syntheses`, `requests`, `characters`) are the
-Cartesia simulator's.
+`fail_status`, `drop_next`) and records (`syntheses`, `requests`, `characters`) are every TTS
+simulator's (`simulators.tts_common`).
 """
 
 from __future__ import annotations
@@ -38,12 +39,10 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import av
-import numpy as np
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -51,42 +50,24 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from .cartesia import MS_PER_CHAR, Generation, Samples, Timing, encode, render
+from .elevenlabs_checks import (
+    DEFAULT_CHUNK_SCHEDULE,
+    MAX_CONTEXTS,
+    Refusal,
+    body_problem,
+    message_problem,
+    query_problem,
+    refusal_for,
+    schedule_problem,
+    settings_problem,
+)
+from .tts_common import Generation, Timing, TtsKnobs, encode, mp3, split
 
-MODELS = frozenset(
-    "eleven_monolingual_v1 eleven_multilingual_v1 eleven_multilingual_v2 eleven_turbo_v2 "
-    "eleven_turbo_v2_5 eleven_flash_v2 eleven_flash_v2_5 eleven_v3".split()
-)
-OUTPUT_FORMATS = frozenset(
-    ["mp3_22050_32", "mp3_24000_48", "mp3_44100"]
-    + [f"mp3_44100_{kbps}" for kbps in (32, 64, 96, 128, 192)]
-    + [f"pcm_{rate}" for rate in (8000, 16000, 22050, 24000, 32000, 44100, 48000)]
-    + ["ulaw_8000", "alaw_8000"]
-    + [f"opus_48000_{kbps}" for kbps in (32, 64, 96, 128, 192)]
-)
-MAX_CONTEXTS = 5
-MAX_INACTIVITY_TIMEOUT_S = 180
-CHARACTER_LIMITS = {"eleven_flash_v2_5": 40_000, "eleven_turbo_v2_5": 40_000, "eleven_v3": 5_000}
-CHARACTER_LIMITS |= {"eleven_flash_v2": 30_000, "eleven_turbo_v2": 30_000}
-DEFAULT_CHARACTER_LIMIT = 10_000
-DEFAULT_CHUNK_SCHEDULE = (120, 160, 250, 290)
-_NOT_ON_MULTI_CONTEXT = frozenset({"eleven_v3"})  # it has its own text-to-dialogue socket
-_NO_TEXT_NORMALIZATION = frozenset({"eleven_turbo_v2_5", "eleven_flash_v2_5"})
-_VOICE_ID = re.compile(r"^[A-Za-z0-9]{20}$")
-_BOOLEAN_QUERY = (
-    "enable_logging enable_ssml_parsing sync_alignment auto_mode apply_language_text_normalization"
-).split()
-_VOICE_SETTINGS = {"stability": (0.0, 1.0), "similarity_boost": (0.0, 1.0), "style": (0.0, 1.0)}
-_VOICE_SETTINGS["speed"] = (0.7, 1.2)
 _SETTINGS_CHANGED = (
     "voice_settings field must be provided in the first message and then either be not "
     "provided or not change."
 )
 _SENTENCE_END = re.compile(r"[.!?]\s+$")
-_MESSAGE_FIELDS: dict[str, type] = dict.fromkeys(("text", "context_id", "xi_api_key"), str)
-_MESSAGE_FIELDS |= {"authorization": str} | dict.fromkeys(
-    ("flush", "close_context", "close_socket"), bool
-)
 
 
 @dataclass(frozen=True)
@@ -96,15 +77,6 @@ class Span:
     start_s: float
     end_s: float
     total_s: float
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """What the API refuses: HTTP `status`, `detail.status` name and message."""
-
-    status: int
-    name: str
-    message: str
 
 
 @dataclass
@@ -124,23 +96,11 @@ class Synthesis(Generation):
 
 
 @dataclass
-class ElevenLabsSimulator:
-    """The ASGI app is `self.app`; the plugin's `base_url` is `<server origin>/v1`."""
+class ElevenLabsSimulator(TtsKnobs[Synthesis]):
+    """The ASGI app is `self.app`; the plugin's `base_url` is `<server origin>/v1`.
+    Knobs and records: `simulators.tts_common.TtsKnobs`."""
 
     api_key: str = "sim-elevenlabs-key"
-    ttfb_s: float = 0.0
-    chunk_ms: int = 40
-    realtime_factor: float = 0.0
-    ms_per_char: float = MS_PER_CHAR
-    speak: bool = False
-    fail_next: int = 0
-    fail_status: int = 500
-    drop_next: int = 0
-    syntheses: list[Synthesis] = field(default_factory=list)
-    received: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    connections: list[dict[str, str]] = field(default_factory=list)
-    characters: int = 0  # characters whose synthesis started (whitespace at the ends excluded)
 
     def __post_init__(self) -> None:
         prefix = "/v1/text-to-speech/{voice_id}"
@@ -151,43 +111,24 @@ class ElevenLabsSimulator:
             ]
         )
 
-    @property
-    def requests(self) -> int:
-        """Generations asked for: `stream` requests plus WebSocket contexts."""
-        return len(self.syntheses)
-
     def start(
         self, synthesis: Synthesis, language: str | None, voice_settings: dict[str, Any] | None
     ) -> Synthesis:
         synthesis.language, synthesis.voice_settings = language, voice_settings
-        synthesis.timing = Timing(self.ttfb_s, self.realtime_factor)
+        synthesis.timing = self.timing()
         self.syntheses.append(synthesis)
         return synthesis
-
-    def take(self, knob: Literal["fail_next", "drop_next"]) -> bool:
-        if getattr(self, knob) <= 0:
-            return False
-        setattr(self, knob, getattr(self, knob) - 1)
-        return True
 
     async def audio(self, synthesis: Synthesis, text: str) -> AsyncIterator[tuple[bytes, Span]]:
         """`text` in the synthesis' format, chunk by chunk as its timing releases them, each
         with the span of the generation it covers."""
-        self.characters += len(text.strip())
         synthesis.generations.append(text)
         codec, rate, kbps = _parse_format(synthesis.output_format)
-        samples = await render(text, rate, ms_per_char=self.ms_per_char, spoken=self.speak)
-        step = max(1, rate * self.chunk_ms // 1000)
-        starts = range(0, len(samples), step)
-        if codec == "mp3":
-            encoded = _split(_mp3(samples, rate, kbps), len(starts))
-        else:
-            encoded = (encode(samples[i : i + step], "pcm_s16le") for i in starts)
-        for start, data in zip(starts, encoded, strict=True):
-            end = min(len(samples), start + step)
-            await synthesis.timing.before_chunk()
+        samples = await self.render(text, rate)
+        mp3_pieces = split(mp3(samples, rate, kbps), self.pieces(samples, rate))
+        async for start, end in self.paced(synthesis.timing, samples, rate):
+            data = next(mp3_pieces) if codec == "mp3" else encode(samples[start:end], "pcm_s16le")
             yield data, Span(start / rate, end / rate, len(samples) / rate)
-            synthesis.timing.sent((end - start) / rate)
 
     def refuse(self, refusal: Refusal) -> Response:
         self.rejected.append(refusal.message)
@@ -204,20 +145,20 @@ class ElevenLabsSimulator:
         if request.headers.get("xi-api-key") != self.api_key:
             return self.refuse(_UNAUTHORIZED)
         query = request.query_params
-        problem = _query_problem(query, websocket=False)
+        problem = query_problem(query, websocket=False)
         if problem:
             return self.unprocessable(["query", problem[0]], problem[1])
         try:
             body = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError):
             return self.unprocessable(["body"], "JSON decode error")
-        problem = _body_problem(body)
+        problem = body_problem(body)
         if problem:
             return self.unprocessable(["body", problem[0]], problem[1])
         model = body.get("model_id", "eleven_multilingual_v2")
         normalization = body.get("apply_text_normalization", "auto")
         output_format = query.get("output_format", "mp3_44100_128")
-        refusal = _refusal(voice_id, model, normalization, output_format, text=body["text"])
+        refusal = refusal_for(voice_id, model, normalization, output_format, text=body["text"])
         if refusal:
             return self.refuse(refusal)
         self.received.append(body)
@@ -245,7 +186,7 @@ class ElevenLabsSimulator:
 
     async def _websocket(self, websocket: WebSocket) -> None:
         query = websocket.query_params
-        problem = _query_problem(query, websocket=True)
+        problem = query_problem(query, websocket=True)
         if problem:
             self.rejected.append(problem[1])
             await websocket.close(code=1008)  # before accept: the handshake fails (HTTP 403)
@@ -271,23 +212,6 @@ def _parse_format(name: str) -> tuple[str, int, int]:
     return codec, int(rate), int(rest[0]) if rest else 128
 
 
-def _mp3(samples: Samples, rate: int, kbps: int) -> bytes:
-    encoder = av.CodecContext.create("libmp3lame", "w")
-    assert isinstance(encoder, av.AudioCodecContext)
-    encoder.sample_rate, encoder.layout, encoder.format = rate, "mono", "s16p"
-    encoder.bit_rate = kbps * 1000
-    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
-    frame = av.AudioFrame.from_ndarray(pcm, format="s16p", layout="mono")
-    frame.sample_rate = rate
-    return b"".join(bytes(packet) for packet in [*encoder.encode(frame), *encoder.encode(None)])
-
-
-def _split(data: bytes, count: int) -> Iterator[bytes]:
-    """`data` in `count` nearly equal consecutive pieces."""
-    for index in range(count):
-        yield data[len(data) * index // count : len(data) * (index + 1) // count]
-
-
 def _alignment(text: str, span: Span, *, sync: bool) -> dict[str, Any] | None:
     """The characters a chunk carries, timed from its start: its own with `sync_alignment`,
     else all of the generation's on its first chunk."""
@@ -302,92 +226,6 @@ def _alignment(text: str, span: Span, *, sync: bool) -> dict[str, Any] | None:
             starts.append(round(at - start_ms))
             durations.append(round(per_char_ms))
     return {"chars": chars, "charStartTimesMs": starts, "charDurationsMs": durations}
-
-
-def _query_problem(query: QueryParams, *, websocket: bool) -> tuple[str, str] | None:
-    """(parameter, message) for a query parameter that fails validation."""
-    output_format = query.get("output_format", "mp3_44100_128")
-    if output_format not in OUTPUT_FORMATS:
-        return "output_format", f"unsupported output_format {output_format[:30]!r}"
-    for name in _BOOLEAN_QUERY:
-        if query.get(name, "false") not in ("true", "false"):
-            return name, f"{name} must be true or false"
-    if query.get("apply_text_normalization", "auto") not in ("auto", "on", "off"):
-        return "apply_text_normalization", "apply_text_normalization must be auto, on or off"
-    latency = query.get("optimize_streaming_latency", "0")
-    if not latency.isdigit() or int(latency) > 4:
-        return "optimize_streaming_latency", "optimize_streaming_latency must be 0 to 4"
-    if websocket:
-        timeout = query.get("inactivity_timeout", "20")
-        if not timeout.isdigit() or not 1 <= int(timeout) <= MAX_INACTIVITY_TIMEOUT_S:
-            return "inactivity_timeout", "inactivity_timeout must be 1 to 180 seconds"
-        if not query.get("model_id"):
-            return "model_id", "model_id is required"
-    return None
-
-
-def _body_problem(body: Any) -> tuple[str, str] | None:
-    if not isinstance(body, dict):
-        return "body", "the body must be a JSON object"
-    if not isinstance(body.get("text"), str) or not body["text"].strip():
-        return "text", "text is required"
-    if not isinstance(body.get("model_id", ""), str):
-        return "model_id", "model_id must be a string"
-    if body.get("apply_text_normalization", "auto") not in ("auto", "on", "off"):
-        return "apply_text_normalization", "apply_text_normalization must be auto, on or off"
-    settings = body.get("voice_settings")
-    problem = None if settings is None else _settings_problem(settings)
-    return ("voice_settings", problem) if problem else None
-
-
-def _settings_problem(settings: Any) -> str | None:
-    if not isinstance(settings, dict):
-        return "voice_settings must be an object"
-    for name, (low, high) in _VOICE_SETTINGS.items():
-        value = settings.get(name)
-        if value is not None and (type(value) not in (int, float) or not low <= value <= high):
-            return f"voice_settings.{name} must be a number from {low} to {high}"
-    if not isinstance(settings.get("use_speaker_boost", False), bool):
-        return "voice_settings.use_speaker_boost must be a boolean"
-    return None
-
-
-def _schedule_problem(config: Any) -> str | None:
-    if not isinstance(config, dict):
-        return "generation_config must be an object"
-    schedule = config.get("chunk_length_schedule", list(DEFAULT_CHUNK_SCHEDULE))
-    if not isinstance(schedule, list) or not schedule or not all(_in_range(n) for n in schedule):
-        return "generation_config.chunk_length_schedule items must be from 50 to 500"
-    return None
-
-
-def _in_range(length: Any) -> bool:
-    return type(length) in (int, float) and 50 <= length <= 500
-
-
-def _refusal(
-    voice_id: str, model: str, normalization: str, output_format: str, *, text: str | None
-) -> Refusal | None:
-    """What the service refuses against its catalogue (`text`: an HTTP request's)."""
-    if model not in MODELS:
-        message = f"A model with model ID {model[:40]!r} does not exist"
-        return Refusal(400, "model_not_found", message)
-    if text is None and model in _NOT_ON_MULTI_CONTEXT:
-        message = f"{model} is not available on the multi-context WebSocket"
-        return Refusal(400, "unsupported_model", message)
-    if normalization == "on" and model in _NO_TEXT_NORMALIZATION:
-        message = f"apply_text_normalization cannot be on for {model}"
-        return Refusal(400, "unsupported_model", message)
-    if not _VOICE_ID.match(voice_id):
-        message = f"A voice with voice_id {voice_id[:40]!r} was not found."
-        return Refusal(400, "voice_not_found", message)
-    limit = CHARACTER_LIMITS.get(model, DEFAULT_CHARACTER_LIMIT)
-    if text is not None and len(text) > limit:
-        message = f"This request's text has {len(text)} characters; the limit is {limit}."
-        return Refusal(400, "max_character_limit_exceeded", message)
-    if not output_format.startswith(("pcm_", "mp3_")):
-        return Refusal(400, "not_simulated", f"(simulated) {output_format} audio is not simulated")
-    return None
 
 
 class _Context:
@@ -485,7 +323,7 @@ class _Socket:
             except json.JSONDecodeError:
                 await self.violation("Invalid message: expected a JSON text message")
                 continue
-            problem = _message_problem(data)
+            problem = message_problem(data)
             if problem:
                 await self.violation(f"Invalid message: {problem}")
                 continue
@@ -536,7 +374,7 @@ class _Socket:
         refusal = (
             _UNAUTHORIZED
             if key != self.sim.api_key
-            else _refusal(self.voice_id, self.model, normalization, output_format, text=None)
+            else refusal_for(self.voice_id, self.model, normalization, output_format, text=None)
         )
         if refusal:
             await self.error(context_id, refusal.name, refusal.message)
@@ -552,7 +390,7 @@ class _Socket:
             await self.error(context_id, "max_contexts_exceeded", message)
             return None
         config = data.get("generation_config", {})
-        problem = _settings_problem(data.get("voice_settings", {})) or _schedule_problem(config)
+        problem = settings_problem(data.get("voice_settings", {})) or schedule_problem(config)
         if problem:
             await self.violation(f"Invalid message: {problem}")
             return None
@@ -602,14 +440,3 @@ class _Socket:
         for context in list(self.contexts.values()):
             await context.cancel()
         self.contexts.clear()
-
-
-def _message_problem(data: Any) -> str | None:
-    if not isinstance(data, dict):
-        return "a message must be a JSON object"
-    for key, kind in _MESSAGE_FIELDS.items():
-        if key in data and not isinstance(data[key], kind):
-            return f"{key} must be a {kind.__name__}"
-    if not any(key in data for key in ("text", "flush", "close_context", "close_socket")):
-        return "a message needs text, flush, close_context or close_socket"
-    return None

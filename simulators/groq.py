@@ -3,19 +3,24 @@
 The client's `base_url` is `<url>/openai/v1` (what livekit-plugins-groq takes). It validates
 each request the way the real API would reject it (bearer key, model, message roles, tool
 shapes, sampling bounds, `stream: true`) and streams Server-Sent Events: content deltas one
-word at a time, or tool-call deltas, then a usage chunk and `[DONE]`.
+token at a time (`tokens`: pieces of about the size Llama 3's tokenizer makes, ~1.3 a word),
+`tokens_per_s` after the first, or tool-call deltas, then a usage chunk and `[DONE]`. Usage
+counts the prompt at about 4 characters a token; `prompt_tokens` and `completion_tokens` add
+up what every request was sent and streamed, cancelled ones included (what Groq bills).
 
 Answers are a function of the conversation, not a queue, so speculative (preemptive) requests
 that the pipeline cancels do not shift what later requests get:
 - last message is a tool result → "(simulated) Done. <first words of the result>"
 - last user message contains a rule's `contains` and no tool ran since → that rule's tool call
-- otherwise → "(simulated) You said: <the user's words>."
+- otherwise → "(simulated) You said: <the user's words>" and `reply_tail` (empty unless a
+  latency profile asks for replies as long as real ones)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +33,25 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_PIECE = re.compile(r"\s*(?:[A-Za-z]+|\d{1,3}|[^\sA-Za-z\d])|\s+")
+_CHARS_PER_TOKEN = 4
+
+
+def tokens(text: str) -> list[str]:
+    """`text` in token-sized pieces that join back into it: short words whole (with the space
+    before them), longer ones in pieces of 4 letters, each digit group and punctuation mark
+    apart, as a BPE tokenizer roughly cuts English."""
+    pieces: list[str] = []
+    for match in _PIECE.finditer(text):
+        piece = match.group()
+        word = piece.lstrip()
+        if word.isalpha() and len(word) > 6:
+            lead = piece[: len(piece) - len(word)]
+            parts = [word[i : i + 4] for i in range(0, len(word), 4)]
+            pieces += [lead + parts[0], *parts[1:]]
+        else:
+            pieces.append(piece)
+    return pieces
 
 
 @dataclass(frozen=True)
@@ -47,9 +71,12 @@ class GroqSimulator:
     models: frozenset[str] = frozenset({"llama-3.1-8b-instant", "llama-3.3-70b-versatile"})
     rules: list[ToolRule] = field(default_factory=list)
     ttft_s: float = 0.0
-    tokens_per_s: float = 0.0  # 0: all tokens at once
+    tokens_per_s: float = 0.0  # after the first token; 0: all tokens at once
+    reply_tail: str = ""  # more of a plain answer, after what the user said
     received: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     def __post_init__(self) -> None:
         self.app = Starlette(
@@ -88,6 +115,7 @@ class GroqSimulator:
         if problem:
             return self._error(400, problem, "invalid_request_error")
         self.received.append(body)
+        self.prompt_tokens += _prompt_tokens(body)
         return StreamingResponse(self._stream(body), media_type="text/event-stream")
 
     def _error(self, status: int, message: str, code: str) -> Response:
@@ -142,7 +170,7 @@ class GroqSimulator:
         for rule in self.rules:
             if rule.contains.lower() in text.lower() and rule.name in tool_names:
                 return "", {"name": rule.name, "arguments": rule.arguments}
-        return f"(simulated) You said: {text}", None
+        return f"(simulated) You said: {text} {self.reply_tail}".rstrip(), None
 
     async def _stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         text, call = self._answer(body)
@@ -180,13 +208,15 @@ class GroqSimulator:
                 }
             )
             completion_tokens = 20
+            self.completion_tokens += completion_tokens
             yield event({}, "tool_calls")
         else:
-            for index, word in enumerate(text.split(" ")):
+            for index, piece in enumerate(tokens(text)):
                 if index and self.tokens_per_s:
                     await asyncio.sleep(1 / self.tokens_per_s)
-                yield event({"content": word if index == 0 else f" {word}"})
+                yield event({"content": piece})
                 completion_tokens += 1
+                self.completion_tokens += 1
             yield event({}, "stop")
         usage = {
             "id": chunk_id,
@@ -195,12 +225,17 @@ class GroqSimulator:
             "model": body["model"],
             "choices": [],
             "usage": {
-                "prompt_tokens": 100,
+                "prompt_tokens": _prompt_tokens(body),
                 "completion_tokens": completion_tokens,
-                "total_tokens": 100 + completion_tokens,
+                "total_tokens": _prompt_tokens(body) + completion_tokens,
             },
         }
         yield f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode()
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    sent = json.dumps(body["messages"]) + json.dumps(body.get("tools", []))
+    return -(-len(sent) // _CHARS_PER_TOKEN)
 
 
 def _text_of(message: dict[str, Any]) -> str:

@@ -1,8 +1,9 @@
 """Latency profiles for the simulators, selectable by name, and one way to start them all.
 
 A profile says how long each simulated provider takes: Deepgram's final transcript after the
-audio turns silent, Groq's time to first token and token rate, Chatterbox's time to first
-byte, and OpenAI Realtime's time from the end of the user's turn to the first audio delta.
+audio turns silent (and how often it sends interims), Groq's time to first token and token
+rate, each voice's time to first byte (Chatterbox, Cartesia, ElevenLabs), and OpenAI
+Realtime's time from the end of the user's turn to the first audio delta.
 `jittery` draws each of them per turn from a seeded log-normal spread around the published
 figures, so a comparison shows how each mode degrades and still repeats exactly.
 
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
 if TYPE_CHECKING:  # imported when they start: naming a profile loads no simulator
+    from .cartesia import CartesiaSimulator
     from .chatterbox import ChatterboxSimulator
     from .deepgram import DeepgramSimulator
+    from .elevenlabs import ElevenLabsSimulator
     from .groq import GroqSimulator
     from .n8n import N8nSimulator
     from .openai_realtime import RealtimeSimulator
@@ -49,7 +52,16 @@ class LatencyProfile:
     llm_tokens_per_s: float  # Groq: stream rate after the first token (0: all at once)
     tts_ttfb: Delay  # Chatterbox: time to first audio byte
     realtime_response: Delay  # OpenAI Realtime: end of the user's turn → first audio delta
+    cartesia_ttfb: Delay = Delay(0.0)  # Cartesia: time to first audio byte
+    elevenlabs_ttfb: Delay = Delay(0.0)  # ElevenLabs: time to first audio byte
+    stt_interim_every_s: float = 0.25  # Deepgram: an interim result per this much speech
+    llm_reply_tail: str = ""  # Groq: more of a plain answer, after what the user said
     seed: int = 7
+
+
+# A real answer runs longer than the simulator's echo of the question: the plan's prompt asks
+# for one or two sentences. What the TTS waits for before it starts depends on it.
+REAL_LENGTH = "That is what I heard, and a real answer would run about this long."
 
 
 PROFILES: dict[str, LatencyProfile] = {
@@ -57,13 +69,17 @@ PROFILES: dict[str, LatencyProfile] = {
     for profile in (
         LatencyProfile(
             "published",
-            "the plan's figures: STT final +150 ms, LLM TTFT 200 ms, TTS TTFB 200 ms; "
-            "OpenAI Realtime first audio 300 ms after its VAD ends the turn",
+            "the plan's figures: STT final +150 ms (interims every 250 ms), LLM TTFT 200 ms "
+            "then 500 tokens/s, TTS TTFB 200 ms (Cartesia 150, ElevenLabs 250); OpenAI "
+            "Realtime first audio 300 ms after its VAD ends the turn",
             stt_final=Delay(0.150),
             llm_ttft=Delay(0.200),
             llm_tokens_per_s=500.0,
             tts_ttfb=Delay(0.200),
             realtime_response=Delay(0.300),
+            cartesia_ttfb=Delay(0.150),
+            elevenlabs_ttfb=Delay(0.250),
+            llm_reply_tail=REAL_LENGTH,
         ),
         LatencyProfile(
             "fast",
@@ -73,6 +89,9 @@ PROFILES: dict[str, LatencyProfile] = {
             llm_tokens_per_s=1500.0,
             tts_ttfb=Delay(0.050),
             realtime_response=Delay(0.120),
+            cartesia_ttfb=Delay(0.040),
+            elevenlabs_ttfb=Delay(0.075),
+            llm_reply_tail=REAL_LENGTH,
         ),
         LatencyProfile(
             "slow",
@@ -82,6 +101,9 @@ PROFILES: dict[str, LatencyProfile] = {
             llm_tokens_per_s=150.0,
             tts_ttfb=Delay(0.500),
             realtime_response=Delay(0.900),
+            cartesia_ttfb=Delay(0.400),
+            elevenlabs_ttfb=Delay(0.600),
+            llm_reply_tail=REAL_LENGTH,
         ),
         LatencyProfile(
             "jittery",
@@ -91,6 +113,9 @@ PROFILES: dict[str, LatencyProfile] = {
             llm_tokens_per_s=500.0,
             tts_ttfb=Delay(0.200, 0.5),
             realtime_response=Delay(0.300, 0.5),
+            cartesia_ttfb=Delay(0.150, 0.5),
+            elevenlabs_ttfb=Delay(0.250, 0.5),
+            llm_reply_tail=REAL_LENGTH,
         ),
         LatencyProfile(
             "instant",
@@ -124,6 +149,8 @@ class SimulatedProviders:
     chatterbox: ChatterboxSimulator
     realtime: RealtimeSimulator
     n8n: N8nSimulator
+    cartesia: CartesiaSimulator
+    elevenlabs: ElevenLabsSimulator
     env: dict[str, str] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -131,10 +158,14 @@ class SimulatedProviders:
         """Draw this turn's latencies (a fixed profile draws the same values every time)."""
         p, rng = self.profile, self.rng
         self.deepgram.final_delay_s = p.stt_final.sample(rng)
+        self.deepgram.interim_every_s = p.stt_interim_every_s
         self.groq.ttft_s = p.llm_ttft.sample(rng)
         self.groq.tokens_per_s = p.llm_tokens_per_s
+        self.groq.reply_tail = p.llm_reply_tail
         self.chatterbox.ttfb_s = p.tts_ttfb.sample(rng)
         self.realtime.response_delay_s = p.realtime_response.sample(rng)
+        self.cartesia.ttfb_s = p.cartesia_ttfb.sample(rng)
+        self.elevenlabs.ttfb_s = p.elevenlabs_ttfb.sample(rng)
 
 
 class GivenSimulators(TypedDict, total=False):
@@ -145,6 +176,8 @@ class GivenSimulators(TypedDict, total=False):
     groq: GroqSimulator
     chatterbox: ChatterboxSimulator
     n8n: N8nSimulator
+    cartesia: CartesiaSimulator
+    elevenlabs: ElevenLabsSimulator
 
 
 @contextlib.asynccontextmanager
@@ -158,8 +191,10 @@ async def simulated_providers(
     `speak_replies` has the OpenAI Realtime simulator speak its replies with espeak-ng
     (when installed) instead of a tone. A simulator given here (scripted by a test, say) is
     served instead of a default one; the profile still sets its latencies."""
+    from .cartesia import CartesiaSimulator
     from .chatterbox import ChatterboxSimulator
     from .deepgram import DeepgramSimulator
+    from .elevenlabs import ElevenLabsSimulator
     from .groq import GroqSimulator
     from .n8n import N8nSimulator
     from .openai_realtime import RealtimeSimulator
@@ -174,6 +209,8 @@ async def simulated_providers(
         chatterbox=given.get("chatterbox") or ChatterboxSimulator(),
         realtime=given.get("realtime") or RealtimeSimulator(speak=speak_replies),
         n8n=given.get("n8n") or N8nSimulator(),
+        cartesia=given.get("cartesia") or CartesiaSimulator(),
+        elevenlabs=given.get("elevenlabs") or ElevenLabsSimulator(),
         rng=random.Random(profile.seed),
     )
     sims.next_turn()
@@ -183,6 +220,8 @@ async def simulated_providers(
         serve(sims.chatterbox.app) as chatterbox_server,
         serve(sims.realtime.app) as realtime_server,
         serve(sims.n8n.app) as n8n_server,
+        serve(sims.cartesia.app) as cartesia_server,
+        serve(sims.elevenlabs.app) as elevenlabs_server,
     ):
         sims.env = {
             "DEEPGRAM_API_KEY": sims.deepgram.api_key,
@@ -194,11 +233,23 @@ async def simulated_providers(
             "OPENAI_API_KEY": sims.realtime.api_key,
             "OPENAI_REALTIME_URL": f"{realtime_server.ws_url}/v1/realtime",
             "N8N_WEBHOOK_BASE_URL": n8n_server.url,
+            "CARTESIA_API_KEY": sims.cartesia.api_key,
+            "CARTESIA_BASE_URL": cartesia_server.url,
+            "ELEVENLABS_API_KEY": sims.elevenlabs.api_key,
+            "ELEVENLABS_BASE_URL": f"{elevenlabs_server.url}/v1",
         }
-        servers = (deepgram_server, groq_server, chatterbox_server, realtime_server, n8n_server)
+        servers = (
+            deepgram_server,
+            groq_server,
+            chatterbox_server,
+            realtime_server,
+            n8n_server,
+            cartesia_server,
+            elevenlabs_server,
+        )
         try:
             yield sims
         finally:
-            # All five wind down at once; each block below then only waits for its own.
+            # All wind down at once; each block below then only waits for its own.
             for running in servers:
                 running.server.should_exit = True

@@ -4,7 +4,8 @@
 simulators started for `profile` (`voicegw.simulate.simulated_stack`, what `--simulate` runs)
 and Settings from `stack_env` pointed at them; `gateway` serves the gateway on those settings
 as `voicegw serve` does. A test module scripts a provider by overriding its fixture
-(`realtime`, `deepgram`, `groq`, `chatterbox`, `n8n`), and changes the rest by overriding
+(`realtime`, `deepgram`, `groq`, `chatterbox`, `cartesia`, `elevenlabs`, `n8n`), and changes
+the rest by overriding
 `profile`, `stack_env` or `server_options`.
 """
 
@@ -26,8 +27,10 @@ from gateway.redis_store import RedisStore
 from gateway.store import MemoryStore, Store
 from history.database import sqlite_url
 from pipelines.contracts import load_settings
+from simulators.cartesia import CartesiaSimulator
 from simulators.chatterbox import ChatterboxSimulator
 from simulators.deepgram import DeepgramSimulator
+from simulators.elevenlabs import ElevenLabsSimulator
 from simulators.groq import GroqSimulator
 from simulators.livekit_server import LiveKitServer
 from simulators.n8n import N8nSimulator
@@ -130,6 +133,16 @@ def chatterbox() -> ChatterboxSimulator:
 
 
 @pytest.fixture
+def cartesia() -> CartesiaSimulator:
+    return CartesiaSimulator()
+
+
+@pytest.fixture
+def elevenlabs() -> ElevenLabsSimulator:
+    return ElevenLabsSimulator()
+
+
+@pytest.fixture
 def n8n() -> Iterator[N8nSimulator]:
     yield N8nSimulator(slow_seconds=5.0)
 
@@ -142,6 +155,8 @@ async def stack(
     deepgram: DeepgramSimulator,
     groq: GroqSimulator,
     chatterbox: ChatterboxSimulator,
+    cartesia: CartesiaSimulator,
+    elevenlabs: ElevenLabsSimulator,
     n8n: N8nSimulator,
 ) -> AsyncIterator[SimulatedStack]:
     async with simulated_stack(
@@ -151,6 +166,8 @@ async def stack(
         deepgram=deepgram,
         groq=groq,
         chatterbox=chatterbox,
+        cartesia=cartesia,
+        elevenlabs=elevenlabs,
         n8n=n8n,
     ) as simulated:
         yield simulated

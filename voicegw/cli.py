@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from pipelines.contracts import MODES, ConfigError, Mode, Settings, load_settings
-from pipelines.contracts.settings import Process
+from pipelines.contracts.settings import TTS_PROVIDERS, Process, TtsProvider
 from simulators.profiles import PROFILES
 
 from .logs import configure_logging
@@ -228,9 +228,20 @@ def talk(
     help="a WAV file or a directory of them; repeatable [default: the shipped samples]",
 )
 @click.option("--turns", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--voices",
+    default=None,
+    help=f"livekit once per voice, comma-separated ({','.join(TTS_PROVIDERS)}) "
+    "[default: TTS_PROVIDER]",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the raw per-turn figures as JSON")
 def compare(
-    simulate: bool, profile: str, inputs: tuple[Path, ...], turns: int, as_json: bool
+    simulate: bool,
+    profile: str,
+    inputs: tuple[Path, ...],
+    turns: int,
+    voices: str | None,
+    as_json: bool,
 ) -> None:
     """The same utterances through both modes: per-stage p50/p95, cost, plan criteria."""
     from .lab.compare import compare as run_compare
@@ -239,15 +250,21 @@ def compare(
     from .lab.talk import missing_keys
 
     settings = settings_or_exit("lab")
+    chosen = _voices(voices)
     if not simulate:
         missing = [key for mode in MODES for key in missing_keys(settings, mode)]
+        for voice in chosen or []:
+            key = f"{voice.upper()}_API_KEY"
+            if settings.value_of(key) is None and key not in missing:
+                missing.append(key)
         if missing:
             fail(f"compare needs {', '.join(missing)} (or --simulate)")
     try:
         recordings = load_recordings(list(inputs)) if inputs else sample_recordings()
     except ValueError as exc:
         fail(str(exc))
-    progress = Progress("compare", total=turns * len(MODES))
+    lanes = 1 + (len(chosen) if chosen else 1)  # openai, and livekit once per voice
+    progress = Progress("compare", total=turns * lanes)
 
     async def measured() -> dict[str, Any]:
         async with progress.shown():
@@ -256,6 +273,7 @@ def compare(
                 recordings,
                 turns=turns,
                 profile=profile if simulate else None,
+                voices=chosen,
                 on_turn=progress.turn,
             )
 
@@ -264,6 +282,16 @@ def compare(
         click.echo(json.dumps(result))
     else:
         click.echo(render_table(result, profile=result.get("profile")))
+
+
+def _voices(value: str | None) -> list[TtsProvider] | None:
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in TTS_PROVIDERS]
+    if unknown or not names:
+        fail(f"--voices takes {', '.join(TTS_PROVIDERS)} (comma-separated)")
+    return [voice for name in dict.fromkeys(names) for voice in TTS_PROVIDERS if voice == name]
 
 
 @main.command()

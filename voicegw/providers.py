@@ -33,6 +33,7 @@ class Provider:
     used_by: frozenset[Process]
     without: str  # what does not work without it
     simulated_in_dev: bool = True  # `voicegw serve` has a simulator for it
+    voice: bool = False  # a TTS_PROVIDER / TTS_FALLBACK_PROVIDER choice: needed only if chosen
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -41,6 +42,13 @@ class Provider:
 
     def missing(self, settings: Settings) -> list[str]:
         return [name for name in self.needs if settings.value_of(name) is None]
+
+    def chosen(self, settings: Settings) -> bool:
+        """Whether the settings use it (a voice nobody chose is missed by no one)."""
+        return not self.voice or self.name in (
+            settings.tts_provider,
+            settings.tts_fallback_provider,
+        )
 
 
 GATEWAY: frozenset[Process] = frozenset({"gateway"})
@@ -74,6 +82,23 @@ PROVIDERS: tuple[Provider, ...] = (
         "CHATTERBOX_BASE_URL",
         AGENT,
         "livekit mode: the agent cannot speak (text to speech)",
+        voice=True,
+    ),
+    Provider(
+        "cartesia",
+        ("CARTESIA_API_KEY",),
+        "CARTESIA_BASE_URL",
+        AGENT,
+        "livekit mode: the cartesia voice cannot speak (TTS_PROVIDER / TTS_FALLBACK_PROVIDER)",
+        voice=True,
+    ),
+    Provider(
+        "elevenlabs",
+        ("ELEVENLABS_API_KEY",),
+        "ELEVENLABS_BASE_URL",
+        AGENT,
+        "livekit mode: the elevenlabs voice cannot speak (TTS_PROVIDER / TTS_FALLBACK_PROVIDER)",
+        voice=True,
     ),
     Provider(
         "n8n",
@@ -135,7 +160,7 @@ def report(
     process runs on (pointed at the simulators, for those in `simulated`)."""
     processes = set(used_by)
     for provider in PROVIDERS:
-        if not processes & provider.used_by:
+        if not processes & provider.used_by or not provider.chosen(settings):
             continue
         where = _host(settings.value_of(provider.url))
         extra: dict[str, object] = {"provider": provider.name}

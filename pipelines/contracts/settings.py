@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -18,6 +18,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,6 +29,11 @@ from .validation import validation_problems
 log = logging.getLogger("voicegw.settings")
 
 Env = Literal["dev", "production"]
+# The livekit pipeline's voices: the plan's Chatterbox and its named alternatives.
+TtsProvider = Literal["chatterbox", "cartesia", "elevenlabs"]
+TTS_PROVIDERS: tuple[TtsProvider, ...] = get_args(TtsProvider)
+# What the agent may start before the final transcript (pipelines/livekit/speculation.py).
+Speculation = Literal["off", "pause", "interims"]
 # Which process reads the settings: each one requires what it uses (README "Configuration").
 # The lab (`voicegw talk`, `compare`) runs both modes in-process for one conversation; a
 # client (`voicegw launch --gateway`) only talks to a running gateway.
@@ -36,6 +42,8 @@ Process = Literal["gateway", "agent", "lab", "client"]
 DEV_LIVEKIT_URL = "ws://127.0.0.1:7880"
 DEV_LIVEKIT_API_KEY = "devkey"
 DEV_LIVEKIT_API_SECRET = "secret"  # what `livekit-server --dev` accepts; not a real secret
+
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 # What each mode needs before routing may select it (environment variable names).
 MODE_REQUIREMENTS: dict[Mode, tuple[str, ...]] = {
@@ -53,6 +61,8 @@ _SCHEMES = {
     "n8n_webhook_base_url": ("http", "https"),
     "recall_api_base": ("http", "https"),
     "fallback_tts_base_url": ("http", "https"),
+    "cartesia_base_url": ("http", "https"),
+    "elevenlabs_base_url": ("http", "https"),
 }
 
 
@@ -113,6 +123,16 @@ class Settings(BaseSettings):
     chatterbox_base_url: str = "https://api.chatterboxtts.com/v1"
     chatterbox_voice: str = Field("professional", min_length=1)
     chatterbox_model: str = Field("turbo", min_length=1)
+    tts_provider: TtsProvider = "chatterbox"
+    tts_fallback_provider: TtsProvider | None = None
+    cartesia_api_key: SecretStr | None = None
+    cartesia_base_url: str = "https://api.cartesia.ai"
+    cartesia_model: str = Field("sonic-3", min_length=1)
+    cartesia_voice: str = Field("f786b574-daa5-4673-aa0c-cbe3e8534c02", pattern=_UUID)
+    elevenlabs_api_key: SecretStr | None = None
+    elevenlabs_base_url: str = "https://api.elevenlabs.io/v1"
+    elevenlabs_model: str = Field("eleven_flash_v2_5", min_length=1)
+    elevenlabs_voice: str = Field("hpp4J3VqNfWAUOO0d1Us", pattern=r"^[A-Za-z0-9]{20}$")
 
     # Legacy mode upstream.
     openai_api_key: SecretStr | None = None
@@ -156,7 +176,9 @@ class Settings(BaseSettings):
     endpointing_max_delay: float = Field(3.0, gt=0, le=30)
     preemptive_generation: bool = True
     preemptive_tts: bool = True
-    preemptive_on_interims: bool = False
+    speculation: Speculation = "pause"
+    speculation_pause_ms: int = Field(60, ge=10, le=1000)
+    tts_chunks: Literal["clauses", "sentences"] = "clauses"
     deepgram_model: str = Field("nova-3", min_length=1)
     deepgram_language: str = Field("en-US", min_length=1)
     deepgram_endpointing_ms: int = Field(25, ge=0, le=10_000)
@@ -267,6 +289,23 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must be an http/https URL of the page, without query or fragment")
         return value if parts.path else value + "/"
+
+    @model_validator(mode="after")
+    def _two_distinct_voices(self) -> Settings:
+        fallback = self.tts_fallback_provider
+        if self.fallback_tts_base_url is not None and fallback not in (None, "chatterbox"):
+            raise ValueError(
+                "FALLBACK_TTS_BASE_URL is a second Chatterbox server: it needs "
+                "TTS_FALLBACK_PROVIDER=chatterbox (or unset)"
+            )
+        if fallback == self.tts_provider and not (
+            fallback == "chatterbox" and self.fallback_tts_base_url is not None
+        ):
+            raise ValueError(
+                "TTS_FALLBACK_PROVIDER must differ from TTS_PROVIDER (or, for a second "
+                "Chatterbox server, set FALLBACK_TTS_BASE_URL)"
+            )
+        return self
 
     # -- derived views -------------------------------------------------------------------
 

@@ -7,18 +7,27 @@ is measured is what runs in production.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from livekit import rtc
-from livekit.agents import Agent, AgentSession, ModelSettings, TurnHandlingOptions, stt, tts
+from livekit.agents import (
+    Agent,
+    AgentSession,
+    FlushSentinel,
+    ModelSettings,
+    TurnHandlingOptions,
+    llm,
+    stt,
+    tts,
+)
 from livekit.agents.llm import Tool
 from livekit.agents.types import NOT_GIVEN
 from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
+from livekit.agents.voice.events import UserStateChangedEvent
 from livekit.plugins import deepgram, groq, silero
 from pydantic import ValidationError
 
@@ -30,12 +39,16 @@ from pipelines.contracts import (
     VoiceError,
 )
 from pipelines.contracts.history import NO_SESSION_HISTORY, SessionHistory
+from pipelines.contracts.settings import TtsProvider
 
 from . import chatterbox
 from .latency import TurnRecord, TurnTracker, VoiceToVoice, estimated_voice_to_voice
 from .recording import SessionRecording
+from .speculation import SpeculationGate, SpeculationOptions
 from .state import StateBridge, StatePublisher
 from .tools import ToolListeners, build_tools
+from .usage import UsageMeter
+from .voices import Chunks, Voice, build_voices
 
 
 @dataclass(frozen=True)
@@ -68,14 +81,25 @@ class PipelineOptions:
     chatterbox_base_url: str = chatterbox.tts.BASE_URL
     chatterbox_model: str = "turbo"
     chatterbox_voice: str = "professional"
-    fallback_tts_base_url: str | None = None
+    tts_provider: TtsProvider = "chatterbox"
+    tts_fallback_provider: TtsProvider | None = None
+    fallback_tts_base_url: str | None = None  # the fallback, when a second Chatterbox server
     fallback_tts_api_key: str | None = None
+    cartesia_api_key: str | None = None
+    cartesia_base_url: str = "https://api.cartesia.ai"
+    cartesia_model: str = "sonic-3"
+    cartesia_voice: str = "f786b574-daa5-4673-aa0c-cbe3e8534c02"
+    elevenlabs_api_key: str | None = None
+    elevenlabs_base_url: str = "https://api.elevenlabs.io/v1"
+    elevenlabs_model: str = "eleven_flash_v2_5"
+    elevenlabs_voice: str = "hpp4J3VqNfWAUOO0d1Us"
+    tts_chunks: Chunks = "clauses"
     vad: VadOptions = field(default_factory=VadOptions)
     endpointing_min_delay_s: float = 0.2
     endpointing_max_delay_s: float = 3.0
     preemptive_generation: bool = True
     preemptive_tts: bool = True
-    speculate_on_interims: bool = False
+    speculation: SpeculationOptions = field(default_factory=SpeculationOptions)
     n8n_webhook_base_url: str | None = None
     n8n_timeout_s: float | None = None
     tool_filler_s: float = 0.4
@@ -88,9 +112,57 @@ class PipelineOptions:
         keys = {
             "DEEPGRAM_API_KEY": self.deepgram_api_key,
             "GROQ_API_KEY": self.groq_api_key,
-            "CHATTERBOX_API_KEY": self.chatterbox_api_key,
         }
+        for voice in self.voices():
+            keys[f"{voice.provider.upper()}_API_KEY"] = voice.api_key
         return [name for name, value in keys.items() if not value]
+
+    def voice(self, provider: TtsProvider) -> Voice:
+        """The configured endpoint, model and voice of one TTS provider."""
+        if provider == "cartesia":
+            return Voice(
+                provider,
+                self.cartesia_api_key,
+                self.cartesia_base_url,
+                self.cartesia_model,
+                self.cartesia_voice,
+            )
+        if provider == "elevenlabs":
+            return Voice(
+                provider,
+                self.elevenlabs_api_key,
+                self.elevenlabs_base_url,
+                self.elevenlabs_model,
+                self.elevenlabs_voice,
+            )
+        return Voice(
+            provider,
+            self.chatterbox_api_key,
+            self.chatterbox_base_url,
+            self.chatterbox_model,
+            self.chatterbox_voice,
+        )
+
+    def voices(self) -> list[Voice]:
+        """The voice that speaks, then the one that takes over when it fails (if any)."""
+        voices = [self.voice(self.tts_provider)]
+        fallback = self.tts_fallback_provider
+        if fallback is None and self.fallback_tts_base_url is not None:
+            fallback = "chatterbox"
+        if fallback == "chatterbox" and self.fallback_tts_base_url is not None:
+            # a second Chatterbox-compatible server
+            voices.append(
+                Voice(
+                    "chatterbox",
+                    self.fallback_tts_api_key or self.chatterbox_api_key,
+                    self.fallback_tts_base_url,
+                    self.chatterbox_model,
+                    self.chatterbox_voice,
+                )
+            )
+        elif fallback is not None:
+            voices.append(self.voice(fallback))
+        return voices
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineOptions:
@@ -113,8 +185,19 @@ class PipelineOptions:
             chatterbox_base_url=settings.chatterbox_base_url,
             chatterbox_model=settings.chatterbox_model,
             chatterbox_voice=settings.chatterbox_voice,
+            tts_provider=settings.tts_provider,
+            tts_fallback_provider=settings.tts_fallback_provider,
             fallback_tts_base_url=settings.fallback_tts_base_url,
             fallback_tts_api_key=secret("fallback_tts_api_key"),
+            cartesia_api_key=secret("cartesia_api_key"),
+            cartesia_base_url=settings.cartesia_base_url,
+            cartesia_model=settings.cartesia_model,
+            cartesia_voice=settings.cartesia_voice,
+            elevenlabs_api_key=secret("elevenlabs_api_key"),
+            elevenlabs_base_url=settings.elevenlabs_base_url,
+            elevenlabs_model=settings.elevenlabs_model,
+            elevenlabs_voice=settings.elevenlabs_voice,
+            tts_chunks=settings.tts_chunks,
             vad=VadOptions(
                 min_speech_s=settings.vad_min_speech_seconds,
                 min_silence_s=settings.vad_min_silence_seconds,
@@ -125,7 +208,9 @@ class PipelineOptions:
             endpointing_max_delay_s=settings.endpointing_max_delay,
             preemptive_generation=settings.preemptive_generation,
             preemptive_tts=settings.preemptive_tts,
-            speculate_on_interims=settings.preemptive_on_interims,
+            speculation=SpeculationOptions(
+                policy=settings.speculation, pause_s=settings.speculation_pause_ms / 1000
+            ),
             n8n_webhook_base_url=settings.n8n_webhook_base_url,
             n8n_timeout_s=settings.n8n_timeout_seconds,
             tool_filler_s=settings.tool_filler_ms / 1000,
@@ -134,7 +219,10 @@ class PipelineOptions:
         )
 
 
-_SPECULATIVE_RETRIES = 50
+# Preemptive attempts per user turn (LiveKit's default is 3): each interim is one under
+# `interims`, which would run out mid-sentence; `pause` needs a few (a pause mid-sentence, a
+# final that differs, a second segment) and this caps what a turn can cost.
+_ATTEMPTS = {"off": 3, "pause": 6, "interims": 50}
 
 
 def load_vad(options: VadOptions) -> VAD:
@@ -166,8 +254,7 @@ def turn_handling(options: PipelineOptions) -> TurnHandlingOptions:
         "preemptive_generation": {
             "enabled": options.preemptive_generation,
             "preemptive_tts": options.preemptive_generation and options.preemptive_tts,
-            # each speculative interim is one attempt; the default 3 runs out mid-sentence
-            "max_retries": _SPECULATIVE_RETRIES if options.speculate_on_interims else 3,
+            "max_retries": _ATTEMPTS[options.speculation.policy],
         },
     }
 
@@ -196,24 +283,18 @@ def build_llm(options: PipelineOptions) -> groq.LLM:
     )
 
 
-def build_tts(options: PipelineOptions, http_session: aiohttp.ClientSession | None) -> tts.TTS[Any]:
-    primary = chatterbox.TTS(
-        model=options.chatterbox_model,
-        voice=options.chatterbox_voice,
-        api_key=options.chatterbox_api_key,
-        base_url=options.chatterbox_base_url,
-        http_session=http_session,
+def build_tts(
+    options: PipelineOptions,
+    http_session: aiohttp.ClientSession | None,
+    meter: UsageMeter | None = None,
+) -> tts.TTS[Any]:
+    """`TTS_PROVIDER`'s voice, behind it the fallback's (`voices.py`)."""
+    return build_voices(
+        options.voices(),
+        http_session,
+        chunks=options.tts_chunks,
+        on_chunk=None if meter is None else meter.tts_chunk,
     )
-    if options.fallback_tts_base_url is None:
-        return primary
-    secondary = chatterbox.TTS(
-        model=options.chatterbox_model,
-        voice=options.chatterbox_voice,
-        api_key=options.fallback_tts_api_key or options.chatterbox_api_key,
-        base_url=options.fallback_tts_base_url,
-        http_session=http_session,
-    )
-    return tts.FallbackAdapter([primary, secondary], max_retry_per_tts=1)
 
 
 def build_session(
@@ -222,14 +303,16 @@ def build_session(
     vad: VAD,
     http_session: aiohttp.ClientSession | None = None,
     conn_options: SessionConnectOptions | None = None,
+    meter: UsageMeter | None = None,
 ) -> AgentSession[None]:
     """The AgentSession of the pipeline. `http_session` is required outside a LiveKit job
-    (tests, `voicegw talk`); inside a job the plugins use the job's shared session."""
+    (tests, `voicegw talk`); inside a job the plugins use the job's shared session. `meter`
+    (given to `wire` too) counts what the session asks of its providers."""
     return AgentSession(
         vad=vad,
         stt=build_stt(options, http_session),
         llm=build_llm(options),
-        tts=build_tts(options, http_session),
+        tts=build_tts(options, http_session, meter),
         turn_handling=turn_handling(options),
         user_away_timeout=None,
         transcription_timeout=options.transcription_timeout_s,
@@ -238,40 +321,93 @@ def build_session(
 
 
 class PipelineAgent(Agent):
-    """The agent: the system prompt, the tools and, optionally, speculation on interims.
-
-    With `speculate_on_interims`, every interim transcript is handed to the session as a
-    preflight transcript, so preemptive generation starts while the user is still speaking
-    instead of after the final transcript; a later interim that differs cancels the attempt,
-    and one that the final transcript matches is played as soon as the turn ends.
-    """
+    """The agent: the system prompt and the tools; speculation before the final transcript
+    (`speculation.py`) in its `stt_node`; and, when given a meter, what it asks of each
+    provider counted where it asks it."""
 
     def __init__(
-        self, *, instructions: str, tools: Sequence[Tool], speculate_on_interims: bool
+        self,
+        *,
+        instructions: str,
+        tools: Sequence[Tool],
+        speculation: SpeculationOptions,
+        meter: UsageMeter | None = None,
     ) -> None:
         super().__init__(instructions=instructions, tools=list(tools))
-        self._speculate = speculate_on_interims
+        self._speculation = speculation
+        self._meter = meter
+        self._gate: SpeculationGate | None = None
+
+    async def on_enter(self) -> None:
+        self.session.on("user_state_changed", self._on_user_state)
+
+    async def on_exit(self) -> None:
+        self.session.off("user_state_changed", self._on_user_state)
+
+    def _on_user_state(self, ev: UserStateChangedEvent) -> None:
+        if ev.old_state == "speaking" and ev.new_state == "listening" and self._gate is not None:
+            self._gate.speech_ended()
 
     async def stt_node(
         self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
     ) -> AsyncIterator[stt.SpeechEvent | str]:
-        async for event in Agent.default.stt_node(self, audio, model_settings):
-            if (
-                self._speculate
-                and isinstance(event, stt.SpeechEvent)
-                and event.type == stt.SpeechEventType.INTERIM_TRANSCRIPT
-                and event.alternatives
-                and event.alternatives[0].text.strip()
-            ):
-                event = dataclasses.replace(event, type=stt.SpeechEventType.PREFLIGHT_TRANSCRIPT)
-            yield event
+        if self._meter is not None:
+            audio = _metered(audio, self._meter)
+        if self._speculation.policy == "off":
+            async for event in Agent.default.stt_node(self, audio, model_settings):
+                yield event
+            return
+        gate = self._gate = SpeculationGate(self._speculation)
+        try:
+            events = Agent.default.stt_node(self, gate.listen(audio), model_settings)
+            async for item in gate.run(events):
+                yield item
+        finally:
+            if self._gate is gate:
+                self._gate = None
+
+    async def llm_node(
+        self, chat_ctx: llm.ChatContext, tools: list[Tool], model_settings: ModelSettings
+    ) -> AsyncIterator[llm.ChatChunk | str | FlushSentinel]:
+        meter = self._meter
+        if meter is not None:
+            meter.llm_request(chat_ctx, tools)
+        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+            if meter is not None:
+                meter.llm_chunk(chunk)
+            yield chunk
+
+    async def tts_node(
+        self, text: AsyncIterable[str], model_settings: ModelSettings
+    ) -> AsyncIterator[rtc.AudioFrame]:
+        async for frame in Agent.default.tts_node(self, self._replies(text), model_settings):
+            yield frame
+
+    async def _replies(self, text: AsyncIterable[str]) -> AsyncIterator[str]:
+        started = False
+        async for piece in text:
+            if not started and piece.strip() and self._meter is not None:
+                started = True
+                self._meter.tts_reply()
+            yield piece
 
 
-def build_agent(options: PipelineOptions, tools: Sequence[Tool]) -> Agent:
+async def _metered(
+    audio: AsyncIterable[rtc.AudioFrame], meter: UsageMeter
+) -> AsyncIterator[rtc.AudioFrame]:
+    async for frame in audio:
+        meter.audio(frame)
+        yield frame
+
+
+def build_agent(
+    options: PipelineOptions, tools: Sequence[Tool], meter: UsageMeter | None = None
+) -> Agent:
     return PipelineAgent(
         instructions=options.instructions,
         tools=tools,
-        speculate_on_interims=options.speculate_on_interims,
+        speculation=options.speculation,
+        meter=meter,
     )
 
 
@@ -285,6 +421,7 @@ class Wired:
     tracker: TurnTracker
     executor: N8nExecutor
     recording: SessionRecording
+    meter: UsageMeter | None = None
 
     async def aclose(self) -> None:
         """Close the session, then its helpers (the state messages queued go out first); the
@@ -305,6 +442,7 @@ def wire(
     session_id: str,
     on_turn: Callable[[TurnRecord], None] | None = None,
     voice_to_voice: VoiceToVoice = estimated_voice_to_voice,
+    meter: UsageMeter | None = None,
     history: SessionHistory = NO_SESSION_HISTORY,
 ) -> Wired:
     """`session` (from `build_session`) wired for `session_id`: its state messages go to
@@ -340,7 +478,8 @@ def wire(
     bridge.attach(session)
     tracker.attach(session)
     recording.attach(session)
-    return Wired(session, build_agent(options, tools), bridge, tracker, executor, recording)
+    agent = build_agent(options, tools, meter)
+    return Wired(session, agent, bridge, tracker, executor, recording, meter)
 
 
 async def close_session(session: AgentSession[Any]) -> None:

@@ -38,6 +38,7 @@ from pipelines.contracts.metrics import observe_turn
 from .latency import TurnRecord
 from .pipeline import PipelineOptions, build_session, load_vad, session_id_for, wire
 from .state import DataChannelPublisher
+from .usage import UsageMeter
 
 log = logging.getLogger("voicegw.livekit.worker")
 
@@ -57,7 +58,8 @@ async def entrypoint(ctx: JobContext) -> None:
     session_id = session_id_for(ctx.job.metadata, ctx.job.room.name)
     log.info("job started", extra={"session_id": session_id, "room": ctx.job.room.name})
 
-    session = build_session(options, vad=ctx.proc.userdata["vad"])
+    meter = UsageMeter()
+    session = build_session(options, vad=ctx.proc.userdata["vad"], meter=meter)
     # Open the provider connections while we join the room, not when the user first speaks.
     for component in (session.stt, session.llm, session.tts):
         if isinstance(component, stt.STT | llm.LLM | tts.TTS):
@@ -74,6 +76,7 @@ async def entrypoint(ctx: JobContext) -> None:
         publisher=DataChannelPublisher(ctx.room, session_id=session_id),
         session_id=session_id,
         on_turn=on_turn,
+        meter=meter,
         history=recorder.open(
             session_id=session_id, mode="livekit", user=_user_of(ctx.job.metadata)
         ),
@@ -82,7 +85,18 @@ async def entrypoint(ctx: JobContext) -> None:
     async def cleanup(*_: Any) -> None:
         await wired.aclose()
         await recorder.flush()  # the job process may end with the job
-        log.info("job finished", extra={"session_id": session_id})
+        usage = meter.usage
+        log.info(
+            "job finished",
+            extra={
+                "session_id": session_id,
+                "minutes": round(usage.audio_s / 60, 2),
+                "llm_requests": usage.llm_requests,
+                "tts_requests": usage.tts_requests,
+                "tts_characters": usage.tts_characters,
+                "cost_usd": round(usage.cost_usd()["total"], 5),
+            },
+        )
 
     ctx.add_shutdown_callback(cleanup)
     await session.start(

@@ -172,3 +172,23 @@ def test_a_production_agent_runs_on_livekit_and_its_providers_alone() -> None:
     assert reported == {"livekit", "deepgram", "groq", "chatterbox", "n8n"}  # the agent's own
     for value in (SECRET, *PROVIDER_KEYS.values()):
         assert value not in "\n".join(seen)
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"TTS_PROVIDER": "playht"}, "TTS_PROVIDER"),
+        ({"SPECULATION_PAUSE_MS": "5"}, "SPECULATION_PAUSE_MS"),
+        ({"SPECULATION": "always", "TTS_CHUNKS": "words"}, "SPECULATION"),
+    ],
+)
+def test_bad_voice_or_speculation_settings_stop_the_agent_naming_them(
+    bad: dict[str, str], named: str
+) -> None:
+    env = agent_env(**bad, CARTESIA_API_KEY="secret-cartesia-value")
+    result = subprocess.run([*AGENT, "dev"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "invalid configuration" in result.stderr and named in result.stderr
+    for name in bad:
+        assert name in result.stderr  # every bad variable, not only the first
+    assert "secret-cartesia-value" not in result.stderr + result.stdout

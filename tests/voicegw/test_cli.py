@@ -55,6 +55,10 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
                 "DEEPGRAM_",
                 "GROQ_",
                 "CHATTERBOX_",
+                "CARTESIA_",
+                "ELEVENLABS_",
+                "TTS_",
+                "SPECULATION",
             )
         )
     }
@@ -115,6 +119,25 @@ def test_bad_configuration_exits_2_naming_every_variable() -> None:
     assert "short-but-secret" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--simulate", "--voices", "chatterbox,playht"], "--voices takes chatterbox, cartesia"),
+        (["--voices", "cartesia"], "CARTESIA_API_KEY"),
+    ],
+)
+def test_compare_voices_are_checked_before_anything_runs(args: list[str], said: str) -> None:
+    result = subprocess.run(
+        [*VOICEGW, "compare", *args],
+        env=clean_env(ENV),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert said in result.stderr
+
+
 def test_production_without_secrets_refuses_to_start() -> None:
     result = subprocess.run(
         [*VOICEGW, "serve"],
@@ -165,7 +188,15 @@ def test_one_provider_key_simulates_the_others_and_says_which() -> None:
         assert session.status_code == 200, session.text  # openai is still simulated
     [rule] = [r for r in records(lines) if r["msg"].startswith("SIMULATED PROVIDERS")]
     assert rule["real"] == ["deepgram"]
-    assert rule["simulated"] == ["chatterbox", "groq", "livekit", "n8n", "openai_realtime"]
+    assert rule["simulated"] == [
+        "cartesia",
+        "chatterbox",
+        "elevenlabs",
+        "groq",
+        "livekit",
+        "n8n",
+        "openai_realtime",
+    ]
     assert rule["rule"] == "dev: each provider without a key"
     providers = providers_said(lines)
     assert (providers["deepgram"]["msg"], providers["deepgram"]["at"]) == (

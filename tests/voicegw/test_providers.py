@@ -4,6 +4,8 @@ a simulator sets belongs to a provider the start-up lines name."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from pipelines.contracts import load_settings
@@ -12,6 +14,7 @@ from voicegw.providers import (
     PROVIDER_SIMULATORS,
     PROVIDERS,
     SIMULATED_IN_DEV,
+    report,
     simulated_variables,
     to_simulate,
 )
@@ -67,7 +70,13 @@ async def test_a_partly_simulated_stack_keeps_the_real_providers() -> None:
     settings = load_settings({"DEEPGRAM_API_KEY": "dg-real", "GROQ_API_KEY": "gsk-real"})
     only = to_simulate(settings, None)
     async with simulated_stack(settings, "instant", only=only) as stack:
-        assert stack.simulated == {"openai_realtime", "chatterbox", "n8n"}
+        assert stack.simulated == {
+            "openai_realtime",
+            "chatterbox",
+            "cartesia",
+            "elevenlabs",
+            "n8n",
+        }
         ours = stack.settings
         assert ours.deepgram_base_url == "https://api.deepgram.com/v1/listen"
         assert ours.deepgram_api_key is not None
@@ -76,3 +85,23 @@ async def test_a_partly_simulated_stack_keeps_the_real_providers() -> None:
         assert ours.chatterbox_base_url.startswith("http://127.0.0.1:")
         assert ours.openai_realtime_url.startswith("ws://127.0.0.1:")
         assert set(stack.env) == simulated_variables(only - {"livekit"})
+
+
+def test_a_voice_is_reported_only_when_chosen(caplog: pytest.LogCaptureFixture) -> None:
+    """Production agent with TTS_PROVIDER=cartesia and no Cartesia key: Cartesia is missing
+    (said once, naming the key, not its value); Chatterbox and ElevenLabs are nobody's voice,
+    so neither is named."""
+    env = {
+        **PROD,
+        "TTS_PROVIDER": "cartesia",
+        "TTS_FALLBACK_PROVIDER": "elevenlabs",
+        "ELEVENLABS_API_KEY": "el-secret-value",
+    }
+    caplog.set_level(logging.INFO, logger="voicegw.providers")
+    report(load_settings(env, process="agent"), ["agent"])
+    said = {r.__dict__["provider"]: r for r in caplog.records if hasattr(r, "provider")}
+    assert said["cartesia"].getMessage() == "provider missing"
+    assert said["cartesia"].__dict__["missing"] == ["CARTESIA_API_KEY"]
+    assert said["elevenlabs"].getMessage() == "provider real"
+    assert "chatterbox" not in said
+    assert "el-secret-value" not in caplog.text

@@ -6,11 +6,17 @@ Turns alternate between the modes, so whatever else the machine is doing hits bo
 Voice-to-voice is, in both, from the true end of speech in the input to the first audible
 sample of the reply. `vad_lag_ms` adds what neither contract field shows: how long after the
 configured silence the turn detector (Silero, or OpenAI's server VAD) reported the end.
+
+With `voices`, livekit runs once per voice (`livekit/cartesia`, ...): one lane each beside
+openai. The cost per minute of a livekit lane is what its sessions used (speculation
+included) at the price table's rates (`pipelines/contracts/prices.py`); openai's is the
+plan's flat figure.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import statistics
 from collections.abc import Callable
@@ -20,8 +26,10 @@ from typing import Any
 
 import aiohttp
 
-from pipelines.contracts import MODES, Mode, Settings
+from pipelines.contracts import Mode, Settings
 from pipelines.contracts.metrics import to_ms
+from pipelines.contracts.prices import Usage, openai_cost_per_minute
+from pipelines.contracts.settings import TtsProvider
 from pipelines.livekit.pipeline import PipelineOptions, load_vad
 from pipelines.livekit.state import RecordingPublisher
 from simulators.profiles import SimulatedProviders
@@ -54,11 +62,23 @@ CRITERIA: tuple[tuple[str, str, float], ...] = (
     ("TTS", "tts_ttfb_ms", 200.0),
 )
 
-# The plan's price table, dollars per minute of conversation.
-COST_PER_MINUTE: dict[Mode, dict[str, float]] = {
-    "openai": {"stt": 0.006, "llm": 0.010, "tts": 0.015, "transport": 0.005},
-    "livekit": {"stt": 0.0035, "llm": 0.001, "tts": 0.004, "transport": 0.003},
-}
+
+@dataclass(frozen=True)
+class Lane:
+    """One column of the comparison: a mode, and for livekit the voice it speaks with."""
+
+    mode: Mode
+    voice: TtsProvider | None = None
+
+    @property
+    def name(self) -> str:
+        return self.mode if self.voice is None else f"{self.mode}/{self.voice}"
+
+
+def lanes_for(voices: list[TtsProvider] | None) -> list[Lane]:
+    """livekit with its configured voice, or once per voice asked for; then openai."""
+    livekit = [Lane("livekit", voice) for voice in voices] if voices else [Lane("livekit")]
+    return [*livekit, Lane("openai")]
 
 
 class CompareTurn(Turn):
@@ -112,17 +132,16 @@ async def run_compare(
     *,
     turns: int,
     sims: SimulatedProviders | None = None,
+    voices: list[TtsProvider] | None = None,
     on_turn: Callable[[Turn, Mode], None] | None = None,
 ) -> dict[str, Any]:
-    """Run `turns` turns per mode and return `{"modes": …, "summary": …}`; `on_turn` hears of
-    each turn as it is measured."""
+    """Run `turns` turns per lane and return `{"modes": …, "summary": …}` keyed by lane;
+    `on_turn` hears of each turn as it is measured."""
     options = PipelineOptions.from_settings(settings)
     vad = load_vad(options.vad)
-    silence_s: dict[Mode, float] = {
-        "livekit": options.vad.min_silence_s,
-        "openai": settings.openai_vad_silence_ms / 1000,
-    }
-    results: dict[Mode, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    lanes = lanes_for(voices)
+    results: dict[str, list[dict[str, Any]]] = {lane.name: [] for lane in lanes}
+    usage: dict[str, Usage] = {lane.name: Usage() for lane in lanes if lane.mode == "livekit"}
     async with contextlib.AsyncExitStack() as stack:
         gateway = await stack.enter_async_context(running_gateway(settings))
         http = await stack.enter_async_context(aiohttp.ClientSession())
@@ -130,23 +149,25 @@ async def run_compare(
         while min(len(r) for r in results.values()) < turns:
             recording = recordings[run % len(recordings)]
             run += 1
-            for mode in MODES:
-                if len(results[mode]) >= turns:
+            for lane in lanes:
+                if len(results[lane.name]) >= turns:
                     continue
                 if sims is not None:
                     sims.next_turn()
                 played: TalkRun
-                if mode == "livekit":
-                    played = await talk(
-                        options,
+                if lane.mode == "livekit":
+                    livekit = await talk(
+                        _with_voice(options, lane.voice),
                         recording.samples,
                         recording.rate,
                         vad=vad,
                         http_session=http,
                         publisher=RecordingPublisher(),
-                        session_id=f"compare-livekit-{run}",
+                        session_id=f"compare-{lane.name}-{run}",
                         utterances=recording.utterances,
                     )
+                    usage[lane.name] += livekit.usage
+                    played, silence_s = livekit, options.vad.min_silence_s
                 else:
                     played = await talk_openai(
                         gateway.url,
@@ -156,19 +177,33 @@ async def run_compare(
                         model=settings.openai_realtime_model,
                         utterances=recording.utterances,
                     )
+                    silence_s = settings.openai_vad_silence_ms / 1000
                 for turn, end, utterance in zip(
                     played.turns, played.turn_ends, recording.utterances, strict=False
                 ):
-                    lag = _lag_ms(end, played.origin + utterance.end_s, silence_s[mode])
+                    lag = _lag_ms(end, played.origin + utterance.end_s, silence_s)
                     row = CompareTurn(**turn.model_dump(), vad_lag_ms=lag)
-                    results[mode].append(row.model_dump())
+                    results[lane.name].append(row.model_dump())
                     if on_turn is not None:
-                        on_turn(row, mode)
+                        on_turn(row, lane.mode)
             if run > 3 * turns:  # turns that never came back: stop, report what we have
                 log.warning("some turns produced no reply", extra={"runs": run})
                 break
-    modes = {mode: {"turns": rows[:turns]} for mode, rows in results.items()}
-    return {"modes": modes, "summary": summarize(modes)}
+    modes = {name: {"turns": rows[:turns]} for name, rows in results.items()}
+    costs: dict[str, float | None] = {
+        lane.name: usage[lane.name].cost_per_minute()
+        if lane.mode == "livekit"
+        else openai_cost_per_minute()
+        for lane in lanes
+    }
+    return {"modes": modes, "summary": summarize(modes, costs)}
+
+
+def _with_voice(options: PipelineOptions, voice: TtsProvider | None) -> PipelineOptions:
+    if voice is None or voice == options.tts_provider:
+        return options
+    fallback = None if options.tts_fallback_provider == voice else options.tts_fallback_provider
+    return dataclasses.replace(options, tts_provider=voice, tts_fallback_provider=fallback)
 
 
 async def compare(
@@ -177,15 +212,23 @@ async def compare(
     *,
     turns: int,
     profile: str | None,
+    voices: list[TtsProvider] | None = None,
     on_turn: Callable[[Turn, Mode], None] | None = None,
 ) -> dict[str, Any]:
     """`voicegw compare`: `run_compare`, on simulated providers when `profile` is given (each
     turn draws its latencies from it)."""
     if profile is None:
-        return await run_compare(settings, recordings, turns=turns, on_turn=on_turn)
+        return await run_compare(
+            settings, recordings, turns=turns, voices=voices, on_turn=on_turn
+        )
     async with simulated_stack(settings, profile, speak_replies=False) as stack:
         result = await run_compare(
-            stack.settings, recordings, turns=turns, sims=stack.providers, on_turn=on_turn
+            stack.settings,
+            recordings,
+            turns=turns,
+            sims=stack.providers,
+            voices=voices,
+            on_turn=on_turn,
         )
     return {"profile": profile, **result}
 
@@ -201,9 +244,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def summarize(modes: dict[Mode, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+def summarize(
+    lanes: dict[str, dict[str, list[dict[str, Any]]]], costs: dict[str, float | None]
+) -> dict[str, Any]:
+    """Per lane: each stage's p50/p95, the cost per minute and the plan's criteria."""
     summary: dict[str, Any] = {}
-    for mode, data in modes.items():
+    for lane, data in lanes.items():
         stages: dict[str, dict[str, float | int | None]] = {}
         for stage in COMPARED:
             values = [t[stage] for t in data["turns"] if t.get(stage) is not None]
@@ -224,10 +270,11 @@ def summarize(modes: dict[Mode, dict[str, list[dict[str, Any]]]]) -> dict[str, A
                     "pass": None if p50 is None else p50 < target,
                 }
             )
-        summary[mode] = {
+        cost = costs.get(lane)
+        summary[lane] = {
             "turns": len(data["turns"]),
             "stages": stages,
-            "cost_per_minute_usd": round(sum(COST_PER_MINUTE[mode].values()), 4),
+            "cost_per_minute_usd": None if cost is None else round(cost, 4),
             "criteria": criteria,
         }
     return summary
@@ -235,35 +282,42 @@ def summarize(modes: dict[Mode, dict[str, list[dict[str, Any]]]]) -> dict[str, A
 
 def render_table(result: dict[str, Any], *, profile: str | None) -> str:
     summary = result["summary"]
+    lanes = list(summary)
     source = f"simulated providers, profile {profile}" if profile else "configured providers"
+    counts = ", ".join(f"{summary[lane]['turns']} {lane}" for lane in lanes)
+    width = max(10, *(len(lane) + 4 for lane in lanes))
     lines = [
-        f"voicegw compare: {source}; {summary['livekit']['turns']} livekit and "
-        f"{summary['openai']['turns']} openai turns (ms; pass/fail on p50)",
-        f"{'stage':<18} {'livekit p50':>11} {'p95':>6}  {'openai p50':>10} {'p95':>6}  target",
+        f"voicegw compare: {source}; {counts} turns (ms; pass/fail on p50)",
+        f"{'stage':<18} "
+        + "  ".join(f"{lane + ' p50':>{width}} {'p95':>6}" for lane in lanes)
+        + "  target",
     ]
     targets = {stage: (name, target) for name, stage, target in CRITERIA}
     for stage in COMPARED:
         cells = []
-        for mode in MODES:
-            values = summary[mode]["stages"][stage]
-            cells += [format_ms(values["p50"], ""), format_ms(values["p95"], "")]
+        for lane in lanes:
+            values = summary[lane]["stages"][stage]
+            cells.append(
+                f"{format_ms(values['p50'], ''):>{width}} {format_ms(values['p95'], ''):>6}"
+            )
         target = ""
         if stage in targets:
             name, limit = targets[stage]
-            verdicts = [
-                _verdict(summary[m]["stages"][stage]["p50"], limit) for m in MODES
-            ]
-            target = f"< {limit:.0f} ({name}): livekit {verdicts[0]}, openai {verdicts[1]}"
-        lines.append(
-            f"{stage.removesuffix('_ms'):<18} {cells[0]:>11} {cells[1]:>6}  "
-            f"{cells[2]:>10} {cells[3]:>6}  {target}"
-        )
-    costs = [summary[m]["cost_per_minute_usd"] for m in MODES]
-    lines.append(f"{'cost $/min':<18} {costs[0]:>11.4f} {'':>6}  {costs[1]:>10.4f}")
-    for mode in MODES:
-        judged = [c for c in summary[mode]["criteria"] if c["pass"] is not None]
+            verdicts = ", ".join(
+                f"{lane} {_verdict(summary[lane]['stages'][stage]['p50'], limit)}"
+                for lane in lanes
+            )
+            target = f"< {limit:.0f} ({name}): {verdicts}"
+        lines.append(f"{stage.removesuffix('_ms'):<18} " + "  ".join(cells) + f"  {target}")
+    costs = [summary[lane]["cost_per_minute_usd"] for lane in lanes]
+    lines.append(
+        f"{'cost $/min':<18} "
+        + "  ".join(f"{'n/a' if c is None else f'{c:.4f}':>{width}} {'':>6}" for c in costs)
+    )
+    for lane in lanes:
+        judged = [c for c in summary[lane]["criteria"] if c["pass"] is not None]
         passed = sum(c["pass"] for c in judged)
-        lines.append(f"{mode}: {passed}/{len(judged)} criteria met")
+        lines.append(f"{lane}: {passed}/{len(judged)} criteria met")
     return "\n".join(lines)
 
 

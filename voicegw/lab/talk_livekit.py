@@ -23,9 +23,11 @@ from livekit.agents.voice.agent_session import SessionConnectOptions
 from pipelines.contracts import Settings
 from pipelines.contracts.history import NO_SESSION_HISTORY, SessionHistory
 from pipelines.contracts.metrics import to_ms
+from pipelines.contracts.prices import Usage
 from pipelines.livekit.latency import TurnRecord
 from pipelines.livekit.pipeline import PipelineOptions, build_session, load_vad, wire
 from pipelines.livekit.state import RecordingPublisher, StatePublisher
+from pipelines.livekit.usage import UsageMeter
 
 from .audio import Samples, Utterance, find_utterances
 from .audio_io import FileAudioInput, FileAudioOutput
@@ -38,9 +40,11 @@ _POLL_S = 0.05
 
 @dataclass
 class LiveKitRun(TalkRun):
-    """A livekit conversation, with the turn tracker's own records (timestamps included)."""
+    """A livekit conversation, with the turn tracker's own records (timestamps included) and
+    what it used of each provider (speculation included)."""
 
     records: list[TurnRecord] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
 
 
 def turn_of(record: TurnRecord) -> Turn:
@@ -90,7 +94,10 @@ async def talk(
         heard = [s for s in sink.sounds if s >= spoken[-1]]
         return to_ms(heard[0] - spoken[-1]) if heard else None
 
-    session = build_session(options, vad=vad, http_session=http_session, conn_options=conn_options)
+    meter = UsageMeter()
+    session = build_session(
+        options, vad=vad, http_session=http_session, conn_options=conn_options, meter=meter
+    )
     session.input.audio = source
     session.output.audio = sink
     wired = wire(
@@ -99,6 +106,7 @@ async def talk(
         publisher=publisher,
         session_id=session_id,
         voice_to_voice=voice_to_voice,
+        meter=meter,
         on_turn=None if on_turn is None else lambda record: on_turn(turn_of(record)),
         history=history,
     )
@@ -136,6 +144,7 @@ async def talk(
         origin=origin,
         sounds=list(sink.sounds),
         records=tracker.turns,
+        usage=meter.usage,
     )
 
 

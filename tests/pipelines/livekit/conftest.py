@@ -13,8 +13,10 @@ from livekit.agents.vad import VAD
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from pipelines.livekit.pipeline import PipelineOptions, VadOptions, load_vad
+from simulators.cartesia import CartesiaSimulator
 from simulators.chatterbox import ChatterboxSimulator
 from simulators.deepgram import DeepgramSimulator
+from simulators.elevenlabs import ElevenLabsSimulator
 from simulators.groq import GroqSimulator, ToolRule
 from simulators.n8n import N8nSimulator
 from simulators.speech import have_espeak
@@ -61,6 +63,8 @@ class Providers:
     chatterbox: ChatterboxSimulator
     n8n: N8nSimulator
     options: PipelineOptions
+    cartesia: CartesiaSimulator
+    elevenlabs: ElevenLabsSimulator
 
 
 @pytest.fixture
@@ -88,7 +92,9 @@ def providers(stack: SimulatedStack) -> Providers:
     """The simulated stack's providers, and the pipeline's options pointed at them."""
     sims = stack.providers
     options = PipelineOptions.from_settings(stack.settings)
-    return Providers(sims.deepgram, sims.groq, sims.chatterbox, sims.n8n, options)
+    return Providers(
+        sims.deepgram, sims.groq, sims.chatterbox, sims.n8n, options, sims.cartesia, sims.elevenlabs
+    )
 
 
 @pytest.fixture

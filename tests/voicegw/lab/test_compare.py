@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from voicegw.lab import audio
-from voicegw.lab.compare import Recording, run_compare, summarize
+from voicegw.lab.compare import Recording, render_table, run_compare, summarize
 from voicegw.simulate import SimulatedStack
 
 VOICEGW = [sys.executable, "-m", "voicegw"]
@@ -57,15 +57,34 @@ def test_summary_percentiles_costs_and_criteria() -> None:
         "livekit": {"turns": [turn(v, 100.0) for v in (500, 550, 580, 590, 900)]},
         "openai": {"turns": [turn(v, None) for v in (700, 720, 800)]},
     }
-    summary = summarize(modes)
+    summary = summarize(modes, {"livekit": 0.01234, "openai": 0.036})
     livekit = summary["livekit"]
     assert livekit["stages"]["voice_to_voice_ms"] == {"p50": 580.0, "p95": 900.0, "n": 5}
     verdicts = {c["criterion"]: c["pass"] for c in livekit["criteria"]}
     assert verdicts == {"total": True, "VAD": True, "STT": True, "LLM TTFT": True, "TTS": None}
     openai = {c["criterion"]: c["pass"] for c in summary["openai"]["criteria"]}
     assert openai["total"] is False and openai["STT"] is None
-    assert livekit["cost_per_minute_usd"] == 0.0115
+    assert livekit["cost_per_minute_usd"] == 0.0123
     assert summary["openai"]["cost_per_minute_usd"] == 0.036
+
+
+async def test_compare_voices_one_livekit_lane_each_priced_by_use(
+    question: audio.Conversation, stack: SimulatedStack
+) -> None:
+    recording = Recording("q", question.samples, question.sample_rate, question.utterances)
+    sims = stack.providers
+    result = await run_compare(
+        stack.settings, [recording], turns=1, sims=sims, voices=["chatterbox", "cartesia"]
+    )
+    lanes = ["livekit/chatterbox", "livekit/cartesia", "openai"]
+    assert list(result["summary"]) == lanes and list(result["modes"]) == lanes
+    assert sims.chatterbox.received and sims.cartesia.syntheses  # each voice spoke its lane
+    costs = {lane: result["summary"][lane]["cost_per_minute_usd"] for lane in lanes}
+    assert costs["openai"] == 0.036
+    # what each lane used, at each voice's rate: Cartesia's characters cost more
+    assert 0 < costs["livekit/chatterbox"] < costs["livekit/cartesia"]
+    table = render_table(result, profile="fast")
+    assert all(lane in table for lane in lanes) and "cost $/min" in table
 
 
 def test_compare_shows_progress_on_a_terminal_and_keeps_stdout_json(
