@@ -88,6 +88,7 @@ async def test_sessions_go_on_while_the_history_database_is_down(
                 return body
 
             normal = await _conversation(url, ws, "before")
+            await small_history.recorder.flush()  # written before the outage (once a second)
             assert (await readiness())["history"]["state"] == "ok"
 
             if outage == "stopped":
