@@ -80,13 +80,15 @@ def page_session(stack: RoomStack, browser: Browser, spoken: Conversation, sid: 
     page = context.new_page()
     try:
         page.goto(f"{stack.url}/?session={sid}&mode=livekit")
-        page.wait_for_function("document.body.dataset.phase === 'connected'", timeout=60_000)
+        # Functions, not expressions: Playwright evals a bare expression, which the page's
+        # Content-Security-Policy refuses.
+        page.wait_for_function("() => document.body.dataset.phase === 'connected'", timeout=60_000)
         page.evaluate("window.__bench.openMic()")
         answered = (
             f"window.__bench.answers >= {len(spoken.utterances)}"
             " && document.body.dataset.state === 'listening'"
         )
-        page.wait_for_function(answered, timeout=(spoken.duration_s + 30) * 1000)
+        page.wait_for_function(f"() => ({answered})", timeout=(spoken.duration_s + 30) * 1000)
         time.sleep(0.5)  # the probe's last blocks (a measurement window, not a wait for state)
         bench: dict[str, Any] = page.evaluate("window.__bench")
         assert page.evaluate("document.body.dataset.mode") == "livekit", "the page fell back"

@@ -44,6 +44,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.contrib.media import MediaRelay
+from aiortc.exceptions import InvalidStateError
 from aiortc.sdp import candidate_from_sdp
 from av.frame import Frame
 from av.packet import Packet
@@ -209,6 +210,17 @@ class ParticipantMedia:
 
     async def handle_offer(self, offer: SessionDescription) -> None:
         """The client's offer on the publisher connection (the only one on `/rtc/v1`)."""
+        try:
+            await self._answer_offer(offer)
+        except InvalidStateError:
+            if not self._closed_pc():
+                raise
+            # The participant left while its offer was being answered: nobody to answer.
+
+    def _closed_pc(self) -> bool:
+        return self.publisher.connectionState == "closed"
+
+    async def _answer_offer(self, offer: SessionDescription) -> None:
         async with self._lock:
             pc = self.publisher
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
