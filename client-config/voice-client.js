@@ -234,6 +234,8 @@ class VoiceConnection {
       // The microphone is the page's, not LiveKit's: no fallback (it would blame LiveKit).
       if (ended.microphone) return microphoneFailure(ended.microphone);
       const { fallback } = ended;
+      // The page itself left the room (a reload or close under way): nothing to fall back from.
+      if (!fallback) return null;
       this.log(`falling back to openai: ${fallback.code}: ${fallback.detail}`);
       this.setStatus({
         phase: "fallback",

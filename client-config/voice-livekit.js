@@ -24,7 +24,8 @@ const LIVEKIT_MODULE = "./vendor/livekit-client.esm.mjs";
 /**
  * Run one livekit session. Resolves with `{ fallback: { code, detail } }` when the page should
  * switch to openai mode, `{ microphone: reason }` when the microphone cannot open, or
- * `{ fallback: null }` when `signal` was aborted. Never rejects.
+ * `{ fallback: null }` when `signal` was aborted or the page left the room itself. Never
+ * rejects.
  */
 export async function runLiveKit({ config, audio, emit, status, signal, log, agentTimeoutMs }) {
   let lk;

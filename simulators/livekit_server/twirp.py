@@ -40,6 +40,7 @@ from livekit.protocol.room import (
     SendDataRequest,
     SendDataResponse,
 )
+from livekit.protocol.rtc import LeaveRequest, SignalResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -194,6 +195,17 @@ class TwirpService:
         _require_admin(grants, message.room)
         participant = self._participant(message)
         room = self._rooms.get(message.room)
+        # As LiveKit does: told to leave for good first, or its SDK takes the closed socket for
+        # a network drop and joins again with the same token (the participant comes back).
+        participant.send(
+            SignalResponse(
+                leave=LeaveRequest(
+                    reason=DisconnectReason.PARTICIPANT_REMOVED,
+                    action=LeaveRequest.Action.DISCONNECT,
+                    can_reconnect=False,
+                )
+            )
+        )
         await self._rooms.remove(room, participant, DisconnectReason.PARTICIPANT_REMOVED)
         return RemoveParticipantResponse()
 

@@ -84,7 +84,7 @@ def test_a_gateway_that_stops_mid_session_shows_offline_then_stops_retrying(
         if shown(page)["phase"] == "stopped":
             break
         page.clock.fast_forward(30_000)
-        page.wait_for_function("document.body.dataset.phase !== 'connecting'")
+        page.wait_for_function("() => document.body.dataset.phase !== 'connecting'")
     stopped = wait_until_shown(page, "stopped", page_log)
     assert_legible(tile(page, "gave-up", [WORD, PROBLEM]))
     assert stopped["word"] == "Stopped" and not stopped["green"], stopped

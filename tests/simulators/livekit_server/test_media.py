@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from livekit import api
+from livekit.protocol.models import DisconnectReason
 
 from simulators.livekit_server import LiveKitServer
 from tests.netns import NetNamespace
 
-from .conftest import KEYS, RtcParticipant, token, wait_until
+from .conftest import API_KEY, API_SECRET, KEYS, RtcParticipant, token, wait_until
 
 pytestmark = pytest.mark.netns
 LOUD = 0.02 * 32767
@@ -113,3 +115,20 @@ async def test_a_listener_hears_whoever_takes_the_place_of_a_speaker_who_left(
                 assert heard["participant"] == "page"
                 loud = await listener.wait_for("audio", _loud_on(sid))
                 assert loud["participant"] == "page" and loud["frames"] > 0
+
+
+async def test_a_participant_removed_through_the_api_leaves_for_good(
+    media_server: LiveKitServer,
+) -> None:
+    """RemoveParticipant tells the participant to leave for good (LeaveRequest DISCONNECT, no
+    reconnect), as LiveKit does: the rtc SDK disconnects, where a bare closed socket would look
+    like a network drop it rejoins from, with the same identity (an agent back from the dead)."""
+    async with RtcParticipant.start(media_server.ws_url, token("agent"), "agent") as agent:
+        await agent.wait_for("connected")
+        async with api.LiveKitAPI(media_server.url, API_KEY, API_SECRET, failover=False) as lk:
+            await lk.room.remove_participant(
+                api.RoomParticipantIdentity(room="room-1", identity="agent")
+            )
+        gone = await agent.wait_for("disconnected")
+        assert gone["reason"] in ("PARTICIPANT_REMOVED", str(DisconnectReason.PARTICIPANT_REMOVED))
+        assert not [e for e in agent.events if e["event"] in ("reconnecting", "reconnected")]
