@@ -88,8 +88,9 @@ def test_the_backup_voice_service_reads_on_the_tile(
     )
     page.goto(stack.launch(mode="livekit"))
     wait_for(page, FINAL_ASSISTANT, timeout_s=40, log=page_log)
-    # The reply's audio may still be playing when its final transcript arrives.
-    wait_for(page, "document.body.dataset.agentState === 'listening'", timeout_s=15, log=page_log)
+    # The reply's audio may still be playing when its final transcript arrives (the word
+    # follows the sound: data-state, not the agent's own data-agent-state).
+    wait_for(page, "document.body.dataset.state === 'listening'", timeout_s=15, log=page_log)
 
     measured = tile(page, "backup", [WORD, LINE_UNDER, UTTERANCE, BADGE])
     assert measured[BADGE]["text"] == "Backup voice service"

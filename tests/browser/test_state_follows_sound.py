@@ -146,8 +146,9 @@ def test_the_meeting_speaking_is_its_own_state(
     assert len(hearing) <= 3, timeline
     shown_s = (hearing[-1].end_ms - hearing[0].start_ms) / 1000
     assert heard_s - 0.3 <= shown_s <= heard_s + 0.6, (shown_s, heard_s, timeline)
-    # The reply's audio may still be playing when its final transcript arrives.
-    wait_for(page, "document.body.dataset.agentState === 'listening'", timeout_s=15, log=page_log)
+    # The reply's audio may still be playing when its final transcript arrives (the word
+    # follows the sound: data-state, not the agent's own data-agent-state).
+    wait_for(page, "document.body.dataset.state === 'listening'", timeout_s=15, log=page_log)
     assert page.locator("#agent-state").inner_text() == "Listening"
     # The meeting spoke, then the agent answered.
     order = [s.state for s in taken]
