@@ -34,13 +34,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.relay_overhead import API_KEY, Target, free_port, load
+from bench.relay_overhead import API_KEY, Target, child, free_port, load
 
 
 def _serve_relay(port: int, upstream: str, data_dir: str) -> None:
@@ -64,32 +63,12 @@ def _serve_relay(port: int, upstream: str, data_dir: str) -> None:
     run_server(serve_gateway(load_settings(env), "127.0.0.1", port))
 
 
-@contextlib.asynccontextmanager
-async def _child(
+def _child(
     *args: str, port: int, core: str | None = None
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`core`: pinned there (`taskset`)."""
-    if args[0] == "_simulator":
-        command = [sys.executable, "-m", "bench.relay_overhead", *args]
-    else:
-        command = [sys.executable, "-m", "bench.history_overhead", *args]
-    if core is not None:
-        command = ["taskset", "-c", core, *command]
-    process = await asyncio.create_subprocess_exec(*command)
-    try:
-        for _ in range(400):
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                await writer.wait_closed()
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise RuntimeError(f"{args[0]} did not start")
-        yield process
-    finally:
-        process.terminate()
-        await process.wait()
+) -> contextlib.AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    """The relay bench's echo simulator, or one of this bench's gateways."""
+    module = "bench.relay_overhead" if args[0] == "_simulator" else "bench.history_overhead"
+    return child(*args, port=port, module=module, core=core)
 
 
 async def _side_load(http_url: str, rate: float, stop: asyncio.Event) -> int:

@@ -245,8 +245,14 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def child(*args: str, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
-    command = [sys.executable, "-m", "bench.relay_overhead", *args]
+async def child(
+    *args: str, port: int, module: str = "bench.relay_overhead", core: str | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m module *args` until the block ends, once it listens on `port` (20 s at
+    most); `core`: pinned there (`taskset`)."""
+    command = [sys.executable, "-m", module, *args]
+    if core is not None:
+        command = ["taskset", "-c", core, *command]
     process = await asyncio.create_subprocess_exec(*command)
     try:
         for _ in range(400):
@@ -256,6 +262,8 @@ async def child(*args: str, port: int) -> AsyncIterator[asyncio.subprocess.Proce
                 await writer.wait_closed()
                 break
             await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError(f"{module} {args[0]} did not start")
         yield process
     finally:
         process.terminate()
