@@ -67,6 +67,12 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     ConnectionError,
 )
+# SQLSTATE classes PostgreSQL answers with when the server, not the batch, is the trouble:
+# connection exception (08), operator intervention (57: a statement cancelled by an
+# administrator or a statement timeout, a connection terminated, the server shutting down),
+# insufficient resources (53), a transaction to roll back and try again (40: serialization
+# failure, deadlock).
+_UNAVAILABLE_SQLSTATES = ("08", "57", "53", "40")
 WRITE_TIMEOUT_S = 15.0
 
 
@@ -160,9 +166,7 @@ class Recorder:
     def start(self) -> None:
         """Start the writer on the running loop (once; records queued before are kept)."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="history-writer"
-            )
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="history-writer")
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Write what is queued (at most `timeout_s`), then stop. What is left is dropped."""
@@ -252,6 +256,10 @@ class Recorder:
             self._trouble(f"database not ready: {_name(exc)}")
             return False
         except DBAPIError as exc:
+            if _unavailable(exc):
+                self._held = rows
+                self._trouble(f"database unavailable: {_name(exc)}")
+                return False
             self._held = None
             self._drop(rows.records, "rejected")
             log.error(
@@ -353,7 +361,19 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
+def _unavailable(exc: DBAPIError) -> bool:
+    """Whether a database error says the server cannot take the batch now (try again), rather
+    than that the batch is wrong."""
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
+
 def _name(exc: BaseException) -> str:
     """What went wrong, by type only: a driver's message can carry the connection string."""
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    # SQLAlchemy's asyncpg adapter raises its own generic `Error` from asyncpg's precise one.
+    if type(cause).__name__ == "Error" and cause.__cause__ is not None:
+        cause = cause.__cause__
     return type(cause).__name__

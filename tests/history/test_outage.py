@@ -5,6 +5,7 @@ resumes by itself with what was held."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 
@@ -89,3 +90,62 @@ async def test_recording_survives_the_database_going_away(
     assert said == ["history recording degraded", "history recording recovered"]
     (recovery,) = [r for r in caplog.records if r.getMessage() == "history recording recovered"]
     assert getattr(recovery, "dropped", None) == 10
+
+
+@pytest.mark.parametrize(
+    ("cut", "error"),
+    [
+        ("pg_cancel_backend", "QueryCanceledError"),  # SQLSTATE 57014, every time
+        # 57P01 AdminShutdownError, or the closed connection if the driver sees that first
+        ("pg_terminate_backend", "AdminShutdownError|ConnectionDoesNotExistError"),
+    ],
+)
+async def test_a_write_the_server_cuts_off_is_held_and_written_again(
+    postgres: PostgresServer, cut: str, error: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An administrator, a statement timeout or a failover cutting off the writer's statement
+    in the middle of a batch is the database being unavailable, not the batch being wrong: the
+    batch is held and written again, nothing is counted as rejected."""
+    caplog.set_level(logging.WARNING, logger="voicegw.history")
+    url = await postgres.new_database()
+    engine = create_engine(url)
+    await migrate(engine)
+    recorder = Recorder(engine, retry_s=0.05, write_timeout_s=30.0)
+    recorder.start()
+    rejected_before = metric("voicegw_history_dropped_total", reason="rejected")
+    admin = create_engine(url)
+    try:
+        async with admin.connect() as blocker:
+            # The writer's insert waits on this lock; it is cut off while it waits.
+            await blocker.exec_driver_sql("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+            _issue(recorder, "cut", 3)
+
+            async with admin.connect() as watcher:
+                waiting = (
+                    "FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+
+                async def writer_waiting() -> bool:
+                    found = await watcher.exec_driver_sql(f"SELECT pid {waiting}")
+                    return found.first() is not None
+
+                await until(writer_waiting, "the writer to wait on the lock")
+                done = await watcher.exec_driver_sql(f"SELECT {cut}(pid) {waiting}")
+                assert done.scalars().all() == [True]
+            await blocker.rollback()
+        await recorder.flush(timeout_s=15)
+        ids = {s.id async for s in HistoryQueries(engine).all_sessions(SessionFilter())}
+    finally:
+        await recorder.aclose()
+        await admin.dispose()
+        await engine.dispose()
+    assert ids == {"cut0", "cut1", "cut2"}
+    assert metric("voicegw_history_dropped_total", reason="rejected") == rejected_before
+    assert recorder.health().state == "ok"
+    said = [(r.getMessage(), getattr(r, "why", None)) for r in caplog.records]
+    assert [message for message, _ in said] == [
+        "history recording degraded",
+        "history recording recovered",
+    ]
+    assert re.fullmatch(f"database unavailable: ({error})", str(said[0][1])), said
