@@ -12,8 +12,11 @@ or first sends data; the server offers on the subscriber connection at once (wit
 `_reliable` and `_lossy` channels) and again whenever a subscription changes.
 
 Forwarded tracks carry msid `PA_<publisher>|TR_<track> TR_<track>`: both clients read the
-publisher's sid from the stream id. aiortc decodes and re-encodes Opus through `MediaRelay` (new
-SSRC and timing, no RED); function is the same, latency is not LiveKit's.
+publisher's sid from the stream id. Opus is forwarded as received, as LiveKit's SFU forwards
+RTP: the stand-in's receivers hand on the jitter-buffered Opus packets undecoded
+(`_forward_opus_undecoded`) and `MediaRelay` fans them out to the subscribers' senders, which
+packetize them again (new SSRC, sequence numbers and timestamp origin, no RED). Decoding and
+re-encoding every stream cost the stand-in's event loop a core at six meetings on this machine.
 
 Offers are serialized per connection and a renegotiation waits until the connection is
 connected: renegotiating while ICE/DTLS is still connecting left Chromium silent.
@@ -42,9 +45,15 @@ from aiortc import (
     RTCPeerConnection,
     RTCRtpTransceiver,
     RTCSessionDescription,
+    rtcrtpreceiver,
 )
+from aiortc.codecs import get_decoder
+from aiortc.codecs.base import Decoder
+from aiortc.codecs.opus import TIME_BASE
 from aiortc.contrib.media import MediaRelay
 from aiortc.exceptions import InvalidStateError
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 from av.frame import Frame
 from av.packet import Packet
@@ -71,6 +80,32 @@ from .rooms import Participant, PublishedTrack, Room, RoomManager, new_id
 log = logging.getLogger("livekit_server.media")
 
 _RELAY = MediaRelay()
+
+
+class _UndecodedOpus(Decoder):
+    """Hands each jitter-buffered Opus frame on as the packet it arrived as; aiortc's sender
+    packetizes an `av.Packet` as is (`Encoder.pack`) instead of encoding a frame."""
+
+    def decode(self, encoded_frame: JitterFrame) -> list[Frame]:
+        packet = Packet(encoded_frame.data)
+        packet.pts = encoded_frame.timestamp
+        packet.time_base = TIME_BASE
+        return [packet]  # type: ignore[list-item]  # the receiver queues whatever it gets
+
+
+def _decoder_for(codec: RTCRtpCodecParameters) -> Decoder:
+    if codec.mimeType.lower() == "audio/opus":
+        return _UndecodedOpus()
+    return get_decoder(codec)
+
+
+def _forward_opus_undecoded() -> None:
+    """aiortc's receivers pick their decoder through `rtcrtpreceiver.get_decoder`; the stand-in
+    is the only user of aiortc in its process, and every track it receives is forwarded."""
+    rtcrtpreceiver.get_decoder = _decoder_for  # type: ignore[attr-defined]
+
+
+_forward_opus_undecoded()
 
 
 class ForwardedTrack(MediaStreamTrack):
