@@ -20,6 +20,8 @@ const DEVICE_ERRORS = new Set([
 ]);
 
 const LIVEKIT_MODULE = "./vendor/livekit-client.esm.mjs";
+// How long leaving the room may take before the page goes on without it.
+const LEAVE_TIMEOUT_MS = 2000;
 
 /**
  * Run one livekit session. Resolves with `{ fallback: { code, detail } }` when the page should
@@ -55,8 +57,14 @@ export async function runLiveKit({ config, audio, emit, status, signal, log, age
       signal.removeEventListener("abort", onAbort);
       for (const detach of detachers) detach();
       room.removeAllListeners();
-      room.disconnect().catch(() => {});
-      resolve(microphone ? { fallback: null, microphone } : { fallback });
+      // Leave the room (which stops its microphone track) before the caller goes on: a
+      // fallback's relay then opens the only capture of the meeting's audio. Bounded, for a
+      // LiveKit that no longer answers.
+      const left = room.disconnect().catch(() => {});
+      const leaveTimeout = new Promise((done) => setTimeout(done, LEAVE_TIMEOUT_MS));
+      Promise.race([left, leaveTimeout]).then(() =>
+        resolve(microphone ? { fallback: null, microphone } : { fallback }),
+      );
     };
     const onAbort = () => finish(null);
     signal.addEventListener("abort", onAbort, { once: true });

@@ -54,6 +54,15 @@ def readiness(meeting: RoomStack) -> dict[str, Any]:
     return result
 
 
+def left_the_room_before_the_relay(log: PageLog) -> bool:
+    """The page stopped LiveKit's microphone before the relay opened its own: one capture of
+    the meeting at a time (Chromium's file microphone then plays the question again)."""
+    lines = log.lines
+    unpublished = next(i for i, line in enumerate(lines) if "unpublishing track" in line)
+    reopened = next(i for i, line in enumerate(lines) if "[voice] microphone open at" in line)
+    return unpublished < reopened
+
+
 def test_the_worker_dies_mid_conversation_and_the_page_carries_on_in_openai_mode(
     meeting: RoomStack, page: Page, page_log: PageLog, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -78,6 +87,7 @@ def test_the_worker_dies_mid_conversation_and_the_page_carries_on_in_openai_mode
     assert "the agent left and did not return within 8 s" in "\n".join(page_log.lines)
     # ... and finishes a turn in openai mode (through the relay to the Realtime simulator).
     wait_for(page, OPENAI_ANSWERED, timeout_s=45, log=page_log)
+    assert left_the_room_before_the_relay(page_log), page_log
     status = page.locator("#status-line").inner_text()
     assert "mode openai · reason: fallback · fell back from livekit: agent_left" in status
 
@@ -109,4 +119,5 @@ def test_livekit_goes_away_mid_conversation_and_the_page_carries_on_in_openai_mo
     wait_for(page, FELL_BACK.format("room_disconnected"), timeout_s=15, log=page_log)
     assert "room_disconnected: the room dropped (SERVER_SHUTDOWN)" in "\n".join(page_log.lines)
     wait_for(page, OPENAI_ANSWERED, timeout_s=45, log=page_log)
+    assert left_the_room_before_the_relay(page_log), page_log
     assert meeting.fallbacks_reported() == 1
