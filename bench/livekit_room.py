@@ -7,9 +7,9 @@ Both are measured the same way: from the true end of each utterance to the first
 of the reply. talk: on the input file's timeline and the agent's output. Room: in the page, on
 one audio clock, from the end of the speech the page captured from its (fake) microphone to
 the first audible sample of the agent's track it received (`room_probe.js`), so the room path
-adds the page's capture, Opus both ways, the stand-in's relay (aiortc decodes and re-encodes
-every frame) and the page's jitter buffer. It is what a room costs on this machine, not
-LiveKit Cloud's figure.
+adds the page's capture, Opus both ways, the stand-in's relay (aiortc's jitter buffer and
+packetizing; it forwards Opus undecoded) and the page's jitter buffer. It is what a room costs
+on this machine, not LiveKit Cloud's figure.
 
 Runs in a network namespace of its own (root, iproute2): WebRTC ignores loopback.
 

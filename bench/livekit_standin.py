@@ -6,7 +6,7 @@ worker uses), inside a network namespace of its own (needs root):
   ACTIVE (its primary peer connection connected);
 - audio latency through the relay: the publisher's first loud 10 ms frame handed to its
   AudioSource -> the first loud frame out of the listener's AudioStream (both sides' buffers
-  and aiortc's Opus decode + re-encode included; not LiveKit's SFU figure);
+  and aiortc's jitter buffer and packetizing included; not LiveKit's SFU figure);
 - server CPU with N participants each publishing a tone and hearing all others.
 
     .venv/bin/python bench/livekit_standin.py [--runs 5] [--sizes 2,4,6] [--seconds 10]

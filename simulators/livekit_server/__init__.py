@@ -21,8 +21,9 @@ inside LiveKit and its SDKs, not in our code:
 - No token refresh (`refresh_token`), no TURN or ICE servers, no congestion control,
   simulcast, dynacast, RED, speaker or connection-quality updates, no video: livekit-client
   and the rtc SDK handle those; the page turns adaptive stream and dynacast off and uses none.
-- Audio is decoded and re-encoded (aiortc's MediaRelay) where LiveKit forwards RTP, and each
-  aiortc hop adds a jitter buffer: function is the same, latency is not LiveKit's.
+- Opus is forwarded undecoded, as LiveKit forwards it, but packetized again by aiortc (new SSRC,
+  sequence and timestamps, no NACK or RTCP feedback carried through) behind aiortc's jitter
+  buffer: function is the same, latency is not LiveKit's.
 - A media section is never reused after its subscription ends (LiveKit reuses them).
 - Twirp: the room and dispatch methods our code and its tests call, not egress, ingress, SIP,
   room metadata updates or track muting by API.
